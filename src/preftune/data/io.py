@@ -1,0 +1,251 @@
+"""Read and write preference rows: JSONL (optionally .gz), JSON (array or {"data": [...]}), CSV,
+Parquet, and a `datasets` folder saved with `save_to_disk`.
+
+Every row keeps a location for error messages: the line number in JSONL/CSV files, the 1-based
+row index elsewhere. Readers never drop a row silently: unreadable rows come back as errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from preftune.data.records import Record, parse_row
+
+FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
+# CSV cells holding JSON (lists of messages, objects) are decoded when they parse as a list/object.
+_JSON_CELL_START = ("[", "{")
+
+
+@dataclass
+class RawRow:
+    """One row as read, with where it came from. `error` is set (and `row` None) when unreadable."""
+    path: str
+    line: int
+    row: Any = None
+    error: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def detect_format(path: str | Path) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "datasets"
+    name = p.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for ext, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".csv", "csv"),
+                     (".parquet", "parquet"), (".pq", "parquet")):
+        if name.endswith(ext):
+            return fmt
+    raise ValueError(f"{path}: cannot tell the format from the name; use one of .jsonl .json .csv .parquet "
+                     "(optionally .gz for jsonl/json/csv) or a datasets folder")
+
+
+def _open_text(p: Path):
+    if p.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", newline="")
+    return open(p, encoding="utf-8", newline="")
+
+
+_CSV_NUMBER_FIELDS = ("confidence", "margin")
+_CONVERSATION_FIELDS = ("prompt", "chosen", "rejected", "completion", "completions", "messages")
+
+
+def _decode_cell(key: str, v: Any) -> Any:
+    """CSV cells are text: decode JSON lists/objects, booleans, and the numeric metadata fields."""
+    if key in _CSV_NUMBER_FIELDS and isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    if isinstance(v, str) and v[:1] in _JSON_CELL_START:
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    if isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    return v
+
+
+def _from_arrow_value(v: Any) -> Any:
+    # Arrow fills absent struct fields with None; drop them so rows look like the JSON they came from.
+    if isinstance(v, dict):
+        return {k: _from_arrow_value(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_from_arrow_value(x) for x in v]
+    return v
+
+
+def _from_arrow_row(row: dict) -> dict:
+    out = {}
+    for k, v in row.items():
+        if v is None:
+            continue
+        v = _from_arrow_value(v)
+        if k in _CONVERSATION_FIELDS and isinstance(v, str) and v.startswith("[{"):
+            try:  # a column that mixed text and messages was stored as JSON text (see _columns)
+                decoded = json.loads(v)
+                v = decoded if isinstance(decoded, list) else v
+            except json.JSONDecodeError:
+                pass
+        out[k] = v
+    return out
+
+
+def iter_raw(path: str | Path) -> Iterator[RawRow]:
+    """Every row of a file, in order, each with its line (or row number) and any read error."""
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"{p}: no such file or folder")
+    fmt = detect_format(p)
+    sp = str(p)
+    if fmt == "jsonl":
+        with _open_text(p) as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield RawRow(sp, line_no, json.loads(line))
+                except json.JSONDecodeError as e:
+                    yield RawRow(sp, line_no, error=f"json: invalid JSON ({e.msg} at column {e.colno})")
+    elif fmt == "json":
+        with _open_text(p) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                yield RawRow(sp, e.lineno, error=f"json: invalid JSON ({e.msg} at column {e.colno})")
+                return
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            yield RawRow(sp, 1, error="json: a .json file must hold an array of rows (or {\"data\": [...]})")
+            return
+        for i, row in enumerate(data, start=1):
+            yield RawRow(sp, i, row)
+    elif fmt == "csv":
+        with _open_text(p) as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                clean = {k: _decode_cell(k, v) for k, v in row.items() if k is not None and v not in (None, "")}
+                yield RawRow(sp, reader.line_num, clean)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(p).to_pylist(), start=1):
+            yield RawRow(sp, i, _from_arrow_row(row))
+    else:
+        try:
+            import datasets
+        except ImportError as e:
+            raise ValueError(f"{p} is a folder; reading a saved `datasets` folder needs: pip install datasets") from e
+        ds = datasets.load_from_disk(str(p))
+        if isinstance(ds, datasets.DatasetDict):
+            raise ValueError(f"{p} holds several splits ({', '.join(ds)}); give the folder of one split")
+        for i, row in enumerate(ds, start=1):
+            yield RawRow(sp, i, _from_arrow_row(row))
+
+
+def read_records(path: str | Path, max_errors: int = 20) -> list[Record]:
+    """All rows of a file as records. Any bad row is an error: ValueError listing up to `max_errors`
+    problems as `FILE:LINE: field: message` (run `preftune data check` for the full list)."""
+    records: list[Record] = []
+    problems: list[str] = []
+    num_bad = 0
+    for raw in iter_raw(path):
+        if raw.error is not None:
+            num_bad += 1
+            problems.append(f"{raw.where}: {raw.error}")
+            continue
+        rec, probs = parse_row(raw.row)
+        if probs:
+            num_bad += 1
+            problems.extend(f"{raw.where}: {pr}" for pr in probs)
+        else:
+            records.append(rec)
+    if num_bad:
+        shown = "\n".join(problems[:max_errors])
+        more = f"\n... and {len(problems) - max_errors} more" if len(problems) > max_errors else ""
+        raise ValueError(f"{path}: {num_bad} bad row(s); nothing was loaded. Run `preftune data check {path}` "
+                         f"for every problem.\n{shown}{more}")
+    if not records:
+        raise ValueError(f"{path}: no rows")
+    return records
+
+
+def _as_dict(r: Any) -> dict:
+    return r.to_dict() if hasattr(r, "to_dict") else dict(r)
+
+
+def write_rows(rows: Iterable[Any], path: str | Path, overwrite: bool = False) -> int:
+    """Write records or dicts; the format follows the name. Refuses to replace an existing file
+    unless `overwrite`. Returns the number of rows written."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise ValueError(f"{p} already exists; pass --force (overwrite=True) to replace it")
+    dicts = [_as_dict(r) for r in rows]
+    fmt = detect_format(p) if not (p.suffix == "" and not p.exists()) else "datasets"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    if fmt == "jsonl":
+        opener = gzip.open(tmp, "wt", encoding="utf-8") if p.name.endswith(".gz") else open(tmp, "w", encoding="utf-8")
+        with opener as f:
+            for d in dicts:
+                f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    elif fmt == "json":
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(dicts, f, ensure_ascii=False, indent=1)
+    elif fmt == "csv":
+        keys: list[str] = []
+        for d in dicts:
+            keys.extend(k for k in d if k not in keys)
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for d in dicts:
+                w.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict, bool)) else v)
+                            for k, v in d.items()})
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        # Columns whose values differ in shape (string vs list of messages) are stored as JSON text.
+        pq.write_table(pa.Table.from_pydict(_columns(dicts)), tmp)
+    else:
+        import datasets
+
+        datasets.Dataset.from_dict(_columns(dicts)).save_to_disk(str(tmp))
+    tmp.replace(p) if not tmp.is_dir() else (_replace_dir(tmp, p))
+    return len(dicts)
+
+
+def _replace_dir(tmp: Path, p: Path) -> None:
+    import shutil
+
+    if p.exists():
+        shutil.rmtree(p)
+    tmp.rename(p)
+
+
+def _columns(dicts: list[dict]) -> dict[str, list]:
+    """Column lists over the union of keys (Arrow infers each column's type from all its values;
+    `from_pylist` would take the schema from the first row and lose keys that appear later).
+    Arrow needs one type per column: a column mixing text and lists/objects is stored as JSON text
+    and decoded again on reading."""
+    keys: list[str] = []
+    for d in dicts:
+        keys.extend(k for k in d if k not in keys)
+    cols = {k: [d.get(k) for d in dicts] for k in keys}
+    for k, vals in cols.items():
+        if any(isinstance(v, str) for v in vals) and any(isinstance(v, (list, dict)) for v in vals):
+            cols[k] = [json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for v in vals]
+    return cols

@@ -1,0 +1,282 @@
+"""The data record of DESIGN.md section 2, its normalisation and its validation.
+
+Three kinds of row:
+- pair:     prompt, chosen, rejected (+ rubric metadata)
+- unpaired: prompt, completion, label (true = desirable), for KTO-style losses
+- rated:    prompt, completions (list), scores (list of numbers), to be turned into pairs
+
+`prompt` is a string or a list of chat messages; a response is a string, one message, or a list
+of messages. After normalisation every conversation is a list of `{"role", "content"}` dicts:
+a string prompt becomes one user message, a string response one assistant message.
+
+`validate_row` returns *every* problem of a row (used by `preftune data check`);
+`record_from_dict` raises a ValueError naming the first one (used by readers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+Message = dict  # {"role": str, "content": str}
+Conversation = list  # list[Message]
+
+ROLES = ("system", "user", "assistant", "tool")
+META_FIELDS = ("id", "rationale", "annotator", "confidence", "close", "category", "attributes",
+               "source", "margin")
+VERDICTS = ("chosen", "rejected", "tie")
+
+
+@dataclass
+class Problem:
+    """One validation problem: the field it concerns and a message."""
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+@dataclass
+class _Meta:
+    id: str | None = None
+    rationale: str | None = None       # why chosen won, in words
+    annotator: str | None = None       # who labelled the row
+    confidence: float | None = None    # labeller's confidence that chosen is better, in [0, 1]
+    close: bool | None = None          # the two responses were judged close / a near tie
+    category: str | None = None
+    attributes: dict = field(default_factory=dict)  # dimension -> "chosen" | "rejected" | "tie"
+    source: str | None = None
+    margin: float | None = None        # how much better chosen is (e.g. score difference of rated rows)
+    extra: dict = field(default_factory=dict)       # any other keys, kept and written back
+
+
+@dataclass
+class PairRecord(_Meta):
+    prompt: Conversation = field(default_factory=list)
+    chosen: Conversation = field(default_factory=list)
+    rejected: Conversation = field(default_factory=list)
+    kind: str = "pair"
+
+    def to_dict(self) -> dict:
+        return _to_dict(self, ("prompt", "chosen", "rejected"))
+
+
+@dataclass
+class UnpairedRecord(_Meta):
+    prompt: Conversation = field(default_factory=list)
+    completion: Conversation = field(default_factory=list)
+    label: bool = True
+    kind: str = "unpaired"
+
+    def to_dict(self) -> dict:
+        return _to_dict(self, ("prompt", "completion", "label"))
+
+
+@dataclass
+class RatedRecord(_Meta):
+    prompt: Conversation = field(default_factory=list)
+    completions: list = field(default_factory=list)  # list[Conversation]
+    scores: list = field(default_factory=list)       # list[float], same length
+    kind: str = "rated"
+
+    def to_dict(self) -> dict:
+        return _to_dict(self, ("prompt", "completions", "scores"))
+
+    def to_pairs(self, min_margin: float = 0.0) -> list[PairRecord]:
+        """Every pair of completions whose scores differ by more than `min_margin`, best as chosen,
+        with `margin` = score difference. Equal scores give no pair (a tie is not a preference)."""
+        pairs = []
+        order = sorted(range(len(self.completions)), key=lambda i: -self.scores[i])
+        for a_pos, a in enumerate(order):
+            for b in order[a_pos + 1:]:
+                margin = float(self.scores[a]) - float(self.scores[b])
+                if margin > min_margin:
+                    meta = {k: getattr(self, k) for k in META_FIELDS if k not in ("id", "margin")}
+                    pairs.append(PairRecord(
+                        id=f"{self.id}:{a}>{b}" if self.id is not None else None, margin=margin,
+                        prompt=self.prompt, chosen=self.completions[a], rejected=self.completions[b],
+                        extra=dict(self.extra), **meta))
+        return pairs
+
+
+Record = Union[PairRecord, UnpairedRecord, RatedRecord]
+
+
+def _to_dict(rec: _Meta, core: tuple[str, ...]) -> dict:
+    d = asdict(rec)
+    extra = d.pop("extra")
+    d.pop("kind")
+    out: dict[str, Any] = {}
+    if d.get("id") is not None:
+        out["id"] = d["id"]
+    for k in core:
+        out[k] = d[k]
+    for k in META_FIELDS:
+        if k == "id":
+            continue
+        v = d.get(k)
+        if v is None or (k == "attributes" and not v):
+            continue
+        out[k] = v
+    out.update(extra)
+    return out
+
+
+def row_kind(row: dict) -> str | None:
+    """'pair', 'unpaired' or 'rated' by the keys present, or None when it is none of them."""
+    if "chosen" in row or "rejected" in row:
+        return "pair"
+    if "completion" in row or "label" in row:
+        return "unpaired"
+    if "completions" in row or "scores" in row:
+        return "rated"
+    return None
+
+
+def _conversation(value: Any, name: str, default_role: str, problems: list[Problem]) -> Conversation:
+    """Normalise a string / message / list of messages; append problems instead of raising."""
+    if isinstance(value, str):
+        if not value.strip():
+            problems.append(Problem(name, "is empty"))
+        return [{"role": default_role, "content": value}]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        problems.append(Problem(name, f"must be a string or a list of messages, got {type(value).__name__}"))
+        return []
+    if not value:
+        problems.append(Problem(name, "is an empty list"))
+        return []
+    msgs = []
+    for i, m in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(m, dict):
+            problems.append(Problem(where, f"must be a message object, got {type(m).__name__}"))
+            continue
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            problems.append(Problem(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})"))
+        if not isinstance(content, str):
+            problems.append(Problem(f"{where}.content", "must be a string"
+                                    + (" (missing)" if content is None else f", got {type(content).__name__}")))
+            content = "" if content is None else str(content)
+        msgs.append({"role": role, "content": content})
+    if msgs and all(not m["content"].strip() for m in msgs):
+        problems.append(Problem(name, "is empty"))
+    return msgs
+
+
+def _check_meta(row: dict, problems: list[Problem]) -> dict:
+    meta: dict[str, Any] = {}
+    for k in ("id", "rationale", "annotator", "category", "source"):
+        v = row.get(k)
+        if v is not None and not isinstance(v, (str, int)):
+            problems.append(Problem(k, f"must be a string, got {type(v).__name__}"))
+        meta[k] = None if v is None else str(v)
+    conf = row.get("confidence")
+    if conf is not None:
+        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or math.isnan(conf):
+            problems.append(Problem("confidence", f"must be a number in [0, 1], got {conf!r}"))
+            conf = None
+        elif not 0.0 <= conf <= 1.0:
+            problems.append(Problem("confidence", f"must be in [0, 1], got {conf}"))
+        meta["confidence"] = None if conf is None else float(conf)
+    close = row.get("close")
+    if close is not None and not isinstance(close, bool):
+        problems.append(Problem("close", f"must be true or false, got {close!r}"))
+        close = None
+    meta["close"] = close
+    margin = row.get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
+        problems.append(Problem("margin", f"must be a number, got {margin!r}"))
+        margin = None
+    meta["margin"] = None if margin is None else float(margin)
+    attrs = row.get("attributes")
+    if attrs is None:
+        attrs = {}
+    elif not isinstance(attrs, dict):
+        problems.append(Problem("attributes", f"must be an object of dimension -> verdict, got {type(attrs).__name__}"))
+        attrs = {}
+    else:
+        for dim, verdict in attrs.items():
+            if verdict not in VERDICTS:
+                problems.append(Problem(f"attributes.{dim}",
+                                        f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}"))
+    meta["attributes"] = dict(attrs)
+    return meta
+
+
+_CORE = {"pair": ("prompt", "chosen", "rejected"), "unpaired": ("prompt", "completion", "label"),
+         "rated": ("prompt", "completions", "scores")}
+
+
+def parse_row(row: Any) -> tuple[Record | None, list[Problem]]:
+    """Normalise one raw row. Returns (record or None, every problem found)."""
+    problems: list[Problem] = []
+    if not isinstance(row, dict):
+        return None, [Problem("row", f"must be a JSON object, got {type(row).__name__}")]
+    kind = row_kind(row)
+    if kind is None:
+        return None, [Problem("row", "is not a pair (prompt/chosen/rejected), an unpaired row "
+                                     "(prompt/completion/label) or a rated row (prompt/completions/scores); "
+                                     f"keys: {', '.join(sorted(row)) or 'none'}")]
+    for k in _CORE[kind]:
+        if k not in row or row[k] is None:
+            problems.append(Problem(k, "is missing"))
+    meta = _check_meta(row, problems)
+    extra = {k: v for k, v in row.items() if k not in META_FIELDS and k not in _CORE[kind]}
+    prompt = _conversation(row["prompt"], "prompt", "user", problems) if row.get("prompt") is not None else []
+    rec: Record
+    if kind == "pair":
+        chosen = _conversation(row["chosen"], "chosen", "assistant", problems) if row.get("chosen") is not None else []
+        rejected = (_conversation(row["rejected"], "rejected", "assistant", problems)
+                    if row.get("rejected") is not None else [])
+        if chosen and chosen == rejected:
+            problems.append(Problem("rejected", "is identical to chosen"))
+        rec = PairRecord(prompt=prompt, chosen=chosen, rejected=rejected, extra=extra, **meta)
+    elif kind == "unpaired":
+        completion = (_conversation(row["completion"], "completion", "assistant", problems)
+                      if row.get("completion") is not None else [])
+        label = row.get("label")
+        if label is not None and not isinstance(label, bool):
+            problems.append(Problem("label", f"must be true or false, got {label!r}"))
+        rec = UnpairedRecord(prompt=prompt, completion=completion, label=bool(label), extra=extra, **meta)
+    else:
+        comps, scores = row.get("completions"), row.get("scores")
+        convs = []
+        if comps is not None and (not isinstance(comps, list) or len(comps) < 2):
+            problems.append(Problem("completions", "must be a list of at least 2 responses"))
+        elif comps is not None:
+            convs = [_conversation(c, f"completions[{i}]", "assistant", problems) for i, c in enumerate(comps)]
+        if scores is not None:
+            if not isinstance(scores, list) or not all(
+                    isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores):
+                problems.append(Problem("scores", "must be a list of numbers"))
+                scores = None
+            elif isinstance(comps, list) and len(scores) != len(comps):
+                problems.append(Problem("scores", f"has {len(scores)} entries for {len(comps)} completions"))
+        rec = RatedRecord(prompt=prompt, completions=convs, scores=list(scores or []), extra=extra, **meta)
+    return (rec if not problems else None), problems
+
+
+def validate_row(row: Any) -> list[Problem]:
+    """Every problem of one raw row (empty list = valid)."""
+    return parse_row(row)[1]
+
+
+def record_from_dict(row: Any) -> Record:
+    """Normalise one raw row into a record; ValueError naming the field on the first problem."""
+    rec, problems = parse_row(row)
+    if problems:
+        raise ValueError("; ".join(str(p) for p in problems))
+    assert rec is not None
+    return rec
+
+
+def render_text(conv: Conversation) -> str:
+    """Plain-text view of a conversation (for hashing, statistics and encoders without a chat template)."""
+    if len(conv) == 1 and conv[0]["role"] in ("user", "assistant"):
+        return conv[0]["content"]
+    return "\n".join(f"{m['role']}: {m['content']}" for m in conv)

@@ -1,0 +1,1 @@
+"""Tensor operations shared by the stages: log-prob gathering, masked statistics, KL estimators."""
