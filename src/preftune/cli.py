@@ -16,7 +16,7 @@ COMMANDS: dict[str, list[str]] = {
     "": ["preftune.quickstart", "preftune.train.score", "preftune.eval.bon", "preftune.report.commands"],
     "data": ["preftune.data.commands", "preftune.data.convert", "preftune.data.world"],
     "train": ["preftune.train.sft", "preftune.train.rm", "preftune.train.dpo"],
-    "eval": ["preftune.eval.commands"],
+    "eval": ["preftune.eval.commands", "preftune.eval.rm"],
 }
 GROUP_HELP = {
     "data": "check, convert, curate, split and describe preference data; generate the verifiable world",

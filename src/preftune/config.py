@@ -83,6 +83,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as text
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ValueError(f"{key}: must be a number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -103,7 +108,7 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ValueError(f"unknown config key {prefix}{unknown[0]!r}; known keys: "
+        raise ValueError(f"unknown config key '{prefix}{unknown[0]}'; known keys: "
                          + ", ".join(prefix + k for k in fields))
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     missing = [k for k, f in fields.items() if k not in kwargs and f.default is dataclasses.MISSING
