@@ -1,0 +1,206 @@
+"""Model forward helpers: summed completion log-probs and reward-model scores for every batch layout.
+
+The backbone (`model.model`, found through peft's `get_base_model()` when wrapped) runs once on the
+batch; the LM head (or score head) then runs only where it counts: on the hidden states that predict
+completion tokens (chunked over rows, see ops.logprobs) or on each response's last real token.
+Layouts come from preftune.batching: `PairBatch` (padded, 2B rows), `SharedPairBatch` (prefix-shared
+or packed, a 4D block mask) and `SequenceBatch` (single sequences, padded or packed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from preftune.batching import PairBatch, SequenceBatch, SharedPairBatch
+from preftune.ops.logprobs import count_by_segment, gather_token_logps, pad_by_segment, sum_by_segment
+
+LAYOUTS = ("padded", "shared")
+
+
+@dataclass
+class PairLogps:
+    chosen_logps: torch.Tensor          # (B,) summed over chosen tokens, float32
+    rejected_logps: torch.Tensor        # (B,)
+    num_chosen_tokens: torch.Tensor     # (B,) long
+    num_rejected_tokens: torch.Tensor   # (B,) long
+    token_logps: torch.Tensor | None = None    # (N,) per completion token, when asked for
+    token_segment: torch.Tensor | None = None  # (N,) b = pair b's chosen, B + b its rejected
+
+    def token_matrix(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of one side as (B, L) values and (B, L) bool mask, tokens in order."""
+        if self.token_logps is None or self.token_segment is None:
+            raise ValueError("per-token log-probs were not kept: call pair_logps(..., return_tokens=True)")
+        B = self.chosen_logps.shape[0]
+        values, mask = pad_by_segment(self.token_logps, self.token_segment, 2 * B)
+        return (values[:B], mask[:B]) if side == "chosen" else (values[B:], mask[B:])
+
+    @property
+    def chosen_token_logps(self) -> torch.Tensor:
+        """(B, L) chosen per-token log-probs, zero-padded on the right."""
+        return self.token_matrix("chosen")[0]
+
+
+@dataclass
+class SequenceLogps:
+    logps: torch.Tensor                 # (B,) summed over completion tokens, float32
+    num_tokens: torch.Tensor            # (B,) long
+    token_logps: torch.Tensor | None = None    # (N,)
+    token_segment: torch.Tensor | None = None  # (N,) in [0, B)
+
+
+@dataclass
+class PairRewards:
+    chosen: torch.Tensor    # (B, K) one score per head
+    rejected: torch.Tensor  # (B, K)
+
+
+def unwrap(model):
+    """The transformers model under a peft wrapper (LoRA layers stay inside it and stay active)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def backbone(model):
+    """The transformer body (e.g. LlamaModel) of a *ForCausalLM / *ForSequenceClassification."""
+    m = unwrap(model)
+    body = getattr(m, m.base_model_prefix, None)
+    if body is None:
+        raise ValueError(f"cannot find the backbone of {type(m).__name__} (no .{m.base_model_prefix})")
+    return body
+
+
+def _attention(model, batch) -> torch.Tensor:
+    """The mask to hand to the backbone: 2D for padded layouts, the 4D block mask for shared ones."""
+    if batch.attention_mask.dim() == 2:
+        return batch.attention_mask
+    impl = getattr(unwrap(model).config, "_attn_implementation", "eager")
+    if impl == "sdpa":
+        return batch.attention_mask  # SDPA takes a boolean mask (True = attend)
+    if impl == "eager":
+        dtype = next(model.parameters()).dtype
+        return torch.zeros((), dtype=dtype).masked_fill(~batch.attention_mask, torch.finfo(dtype).min)
+    raise ValueError(f"the prefix-shared layout needs attn_implementation 'sdpa' or 'eager' (a 4D mask), "
+                     f"the model uses {impl!r}: load it with attn_implementation='sdpa' or use layout='padded'")
+
+
+def _check_layout(batch, layout: str | None) -> None:
+    if layout is None:
+        return
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    want = SharedPairBatch if layout == "shared" else (PairBatch, SequenceBatch)
+    if not isinstance(batch, want):
+        raise TypeError(f"layout {layout!r} does not match the batch type {type(batch).__name__}")
+
+
+def hidden_states(model, batch) -> torch.Tensor:
+    """Run the backbone once: (rows, T, H) last hidden states."""
+    kwargs = {"input_ids": batch.input_ids, "attention_mask": _attention(model, batch),
+              "position_ids": batch.position_ids, "use_cache": False}
+    if batch.token_type_ids is not None:
+        kwargs["token_type_ids"] = batch.token_type_ids
+    return backbone(model)(**kwargs)[0]
+
+
+def _lm_head(model):
+    head = unwrap(model).get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear) or type(head) is not torch.nn.Linear:
+        raise ValueError(f"the LM head is a {type(head).__name__}, not a plain Linear layer: LoRA/adapters on "
+                         "lm_head are not supported by the chunked log-prob path (leave lm_head out of target_modules)")
+    return head
+
+
+def _token_logps(model, batch, chunk_size: int) -> torch.Tensor:
+    """(N,) log-probs of the completion tokens of any batch layout."""
+    hidden = hidden_states(model, batch)
+    flat = hidden.reshape(-1, hidden.shape[-1])[batch.gather_index]  # (N, H): only predicting positions
+    head = _lm_head(model)
+    softcap = getattr(unwrap(model).config, "final_logit_softcapping", None)
+    return gather_token_logps(flat, head.weight, batch.gather_labels, chunk_size, bias=head.bias, softcap=softcap)
+
+
+def pair_logps(model, batch: PairBatch | SharedPairBatch, layout: str | None = None, chunk_size: int = 1024,
+               return_tokens: bool = False) -> PairLogps:
+    """Summed log-probs of chosen and rejected completions under a causal LM, for either layout."""
+    _check_layout(batch, layout)
+    if not isinstance(batch, (PairBatch, SharedPairBatch)):
+        raise TypeError(f"pair_logps needs a pair batch, got {type(batch).__name__}")
+    B = batch.num_pairs
+    tok = _token_logps(model, batch, chunk_size)
+    sums = sum_by_segment(tok, batch.gather_segment, 2 * B)
+    counts = count_by_segment(batch.gather_segment, 2 * B)
+    return PairLogps(sums[:B], sums[B:], counts[:B], counts[B:],
+                     tok if return_tokens else None, batch.gather_segment if return_tokens else None)
+
+
+def sequence_logps(model, batch: SequenceBatch, chunk_size: int = 1024,
+                   return_tokens: bool = False) -> SequenceLogps:
+    """Summed log-probs of each sequence's completion tokens (SFT, KTO, reference scoring)."""
+    if not isinstance(batch, SequenceBatch):
+        raise TypeError(f"sequence_logps needs a SequenceBatch, got {type(batch).__name__}")
+    tok = _token_logps(model, batch, chunk_size)
+    n = batch.num_sequences
+    return SequenceLogps(sum_by_segment(tok, batch.gather_segment, n), count_by_segment(batch.gather_segment, n),
+                         tok if return_tokens else None, batch.gather_segment if return_tokens else None)
+
+
+def _score_head(model):
+    m = unwrap(model)
+    for name in ("score", "classifier", "v_head"):
+        if hasattr(m, name):
+            return getattr(m, name)
+    raise ValueError(f"cannot find the score head of {type(m).__name__} (looked for .score, .classifier, .v_head)")
+
+
+def _scores(model, batch) -> torch.Tensor:
+    """(rows', K) scores: pooled output for encoders, hidden state at each last real token for decoders."""
+    from preftune.models import is_encoder
+
+    if is_encoder(unwrap(model).config):
+        if batch.attention_mask.dim() == 4:
+            raise ValueError("encoders see the whole row, so they cannot share a prefix or be packed: "
+                             "use layout='padded'")
+        # token types: 0 on the prompt, 1 on the response (the text-pair encoding BERT was trained on)
+        types = batch.token_type_ids if batch.token_type_ids is not None else batch.completion_mask.long()
+        # explicit positions: BERT's are absolute, so left padding would otherwise shift them
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, token_type_ids=types,
+                    position_ids=batch.position_ids)
+        return out.logits  # the model's own pooling ([CLS] + pooler) on each padded row
+    hidden = hidden_states(model, batch)
+    last = hidden.reshape(-1, hidden.shape[-1])[batch.last_index]  # never a pad: indices come from the layout
+    return _score_head(model)(last)
+
+
+def pair_rewards(reward_model, batch: PairBatch | SharedPairBatch, layout: str | None = None) -> PairRewards:
+    """(B, K) scores of chosen and rejected. Decoders read the last real token of each response."""
+    _check_layout(batch, layout)
+    scores = _scores(reward_model, batch)
+    B = batch.num_pairs
+    return PairRewards(scores[:B], scores[B:])
+
+
+def sequence_rewards(reward_model, batch: SequenceBatch) -> torch.Tensor:
+    """(B, K) scores of single responses (scoring files of unpaired responses)."""
+    if not isinstance(batch, SequenceBatch):
+        raise TypeError(f"sequence_rewards needs a SequenceBatch, got {type(batch).__name__}")
+    return _scores(reward_model, batch)
+
+
+class ForwardModule(torch.nn.Module):
+    """`fn(model, batch)` as a module, so that a DDP / accelerate wrapper around it sees the forward
+    (calling `model.model` on a DDP-wrapped model would bypass DDP's forward and its gradient sync).
+
+    fn: "pair_logps", "sequence_logps", "pair_rewards" or "sequence_rewards"; kwargs go to fn.
+    """
+
+    def __init__(self, model, fn: str = "pair_logps", **kwargs):
+        super().__init__()
+        fns = {"pair_logps": pair_logps, "sequence_logps": sequence_logps, "pair_rewards": pair_rewards,
+               "sequence_rewards": sequence_rewards}
+        if fn not in fns:
+            raise ValueError(f"fn must be one of {', '.join(fns)}, got {fn!r}")
+        self.model, self.fn, self.kwargs = model, fns[fn], kwargs
+
+    def forward(self, batch):
+        return self.fn(self.model, batch, **self.kwargs)
