@@ -22,6 +22,8 @@ quickstart: $(STAMP)
 	$(BIN)/preftune quickstart
 
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || bash scripts/install_browser.sh || \
+		echo "warning: could not install chromium; the browser test of the HTML report will be skipped"
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)
