@@ -1,0 +1,129 @@
+"""`preftune eval policy` and `preftune eval regress` (thin: the work is in policy.py / regress.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _default_json(args: argparse.Namespace, name: str) -> None:
+    """No --json and MODEL is a run folder: write RUN/eval/NAME.json, which `preftune report` reads.
+    That file is the run's own output, so it is rewritten on each evaluation (like metrics.jsonl)."""
+    if args.json is None and (Path(args.model) / "final").is_dir():
+        args.json = str(Path(args.model) / "eval" / f"{name}.json")
+        args.force = True
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def run_policy(args: argparse.Namespace) -> int:
+    from preftune.eval.judges import make_judge, parse_judge_spec
+    from preftune.eval.policy import evaluate_policy, read_prompts
+
+    parse_judge_spec(args.judge)  # a bad judge fails before any model loads
+    _default_json(args, "policy")
+    _positive("--max-new-tokens", args.max_new_tokens)
+    _positive("--num-prompts", args.num_prompts)
+    _positive("--batch-size", args.batch_size)
+    if args.json and Path(args.json).exists() and not args.force:
+        raise ValueError(f"{args.json} exists; pass --force to overwrite it")
+    prompts = read_prompts(args.prompts, args.num_prompts)
+    judge = make_judge(args.judge, judge_model=args.judge_model, key_env=args.judge_key_env)
+    r = evaluate_policy(args.model, args.baseline, prompts, judge, max_new_tokens=args.max_new_tokens,
+                        batch_size=args.batch_size, seed=args.seed, out=args.json, overwrite=args.force)
+    lo, hi = r["win_rate_ci95"]
+    print(f"{r['model']} vs {r['baseline']} under {r['judge']} on {r['num_prompts']} prompts")
+    print(f"  wins {r['wins']}  ties {r['ties']}  losses {r['losses']}")
+    print(f"  win rate {r['win_rate']:.3f}  (95% CI {lo:.3f}-{hi:.3f})  "
+          f"length-controlled {r['lc_win_rate']:.3f}")
+    print(f"  mean length (chars) model {r['mean_length_model']:.1f}  "
+          f"baseline {r['mean_length_baseline']:.1f}")
+    if r["kl_k1"] is not None:
+        print(f"  KL(model || baseline) k1 {r['kl_k1']:.4f}  k3 {r['kl_k3']:.4f}")
+    if r["position_bias_rate"] is not None:
+        print(f"  position-bias rate {r['position_bias_rate']:.3f}")
+    if "mean_score_model" in r:
+        print(f"  mean judge score model {r['mean_score_model']:.4f}  "
+              f"baseline {r['mean_score_baseline']:.4f}")
+    warnings = [*r["length_bias"]["warnings"], *r.get("reward_length_bias", {}).get("warnings", []),
+                *r.get("uncertain_responses", {}).get("warnings", [])]
+    for w in warnings:
+        print(f"  WARNING: {w}")
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
+def run_regress(args: argparse.Namespace, generators=None) -> int:
+    """`generators` = (model_fn, baseline_fn) replaces model loading (tests); the gate code is the same."""
+    from preftune.eval.policy import write_json
+    from preftune.eval.regress import DEFAULT_SUITE, greedy_generator, read_suite, regression_gate
+
+    _positive("--max-new-tokens", args.max_new_tokens)
+    _default_json(args, "regress")
+    if args.json and Path(args.json).exists() and not args.force:
+        raise ValueError(f"{args.json} exists; pass --force to overwrite it")
+    suite = args.suite or DEFAULT_SUITE
+    cases = read_suite(suite)
+    if generators is None:
+        gen_model = greedy_generator(args.model, args.max_new_tokens, args.batch_size)
+        gen_base = gen_model if args.baseline == args.model else greedy_generator(
+            args.baseline, args.max_new_tokens, args.batch_size)
+    else:
+        gen_model, gen_base = generators
+    r = regression_gate(cases, gen_model, gen_base)
+    r = {"model": str(args.model), "baseline": str(args.baseline), "suite": str(suite),
+         "max_new_tokens": args.max_new_tokens, **r}
+    print(f"{r['num_cases']} cases: model passes {r['model_passed']}, "
+          f"baseline passes {r['baseline_passed']}, "
+          f"{r['num_regressions']} regression(s), {len(r['fixed'])} fixed")
+    for reg in r["regressions"]:
+        print(f"  REGRESSION {reg['id']}: {'; '.join(reg['failed_checks'])}")
+    if args.json:
+        write_json(r, args.json, overwrite=args.force)
+        print(f"wrote {args.json}")
+    return 1 if args.fail_on_regression and r["regressions"] else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("policy", help="judge a policy against a baseline: win rate, LC win rate, KL",
+                       description="Generate from MODEL and --baseline on the prompts (seeded sampling), "
+                                   "judge each pair, report win/tie/loss, win rate with a bootstrap 95%% "
+                                   "interval, length-controlled win rate, lengths, and "
+                                   "KL(model || baseline).")
+    p.add_argument("model", help="model alias, folder, run folder (uses RUN/final) or LoRA adapter folder")
+    p.add_argument("--prompts", required=True, help="row file whose rows have a `prompt`")
+    p.add_argument("--baseline", required=True, help="the model to compare against (same forms as MODEL)")
+    p.add_argument("--judge", default="gold", help="gold | rm:RUN | llm:MODEL | http:URL (default gold)")
+    p.add_argument("--judge-model", default="default", help="model name sent to an http: judge")
+    p.add_argument("--judge-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the http: judge's API key (default OPENAI_API_KEY)")
+    p.add_argument("--json", default=None, help="write the report (with every sample) to this JSON file "
+                   "(default for a run folder: RUN/eval/policy.json)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--num-prompts", type=int, default=None, help="use only the first K prompts")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite the --json file")
+    p.set_defaults(func=run_policy)
+
+    r = sub.add_parser("regress", help="regression gate: cases the baseline passes and MODEL fails",
+                       description="Answer every case of a regression suite greedily with MODEL and "
+                                   "--baseline; list each case that passed for the baseline and fails for "
+                                   "MODEL. With --fail-on-regression, exit 1 when there is one (a CI gate).")
+    r.add_argument("model", help="model alias, folder, run folder (uses RUN/final) or LoRA adapter folder")
+    r.add_argument("--suite", default=None,
+                   help="suite JSONL (default: the built-in suite of the world's checkable instructions)")
+    r.add_argument("--baseline", required=True, help="the model that must not be regressed from")
+    r.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any case regressed")
+    r.add_argument("--json", default=None,
+                   help="write the full report to this JSON file "
+                   "(default for a run folder: RUN/eval/regress.json)")
+    r.add_argument("--max-new-tokens", type=int, default=128)
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--force", action="store_true", help="overwrite the --json file")
+    r.set_defaults(func=run_regress)
+
