@@ -1,0 +1,222 @@
+"""Score responses with a trained reward model (or ensemble): `load_scorer` and `preftune score`.
+
+`load_scorer(RUN)` reads RUN/final/preftune_rm.json (heads, head weights, ensemble, encoder/decoder,
+max_length) written by `preftune train rm`; a plain model folder or alias is scored as a one-head RM.
+`RewardScorer.score(prompts, responses)` returns numpy arrays (N = responses):
+  "reward"  (N,)   scalarised reward (head weights), mean over ensemble members
+  "std"     (N,)   std over ensemble members (population), None for a single model
+  "heads"   {name: (N,)} per-head rewards (ensemble mean)
+  "members" (M, N) scalarised reward of each member
+  "num_truncated"  responses cut to max_length (counted, never silent)
+
+`preftune score RUN --data FILE -o OUT` adds to each row: pairs `chosen_reward`, `rejected_reward`
+(+ `chosen_reward_std`/`rejected_reward_std` for ensembles, `chosen_head_rewards`/`rejected_head_rewards`
+when multi-head); single responses (`completion` or `response`) `reward` (+ `reward_std`, `head_rewards`);
+rated rows (`completions`) `completion_rewards` (+ `completion_reward_stds`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+INFO_FILE = "preftune_rm.json"
+
+
+def _conv(value: Any, role: str) -> list[dict]:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, dict):
+        return [value]
+    return list(value)
+
+
+class RewardScorer:
+    """One or several reward models sharing a tokenizer; see the module docstring for `score`'s output."""
+
+    def __init__(self, models: list, tokenizer, info: dict):
+        import torch
+
+        self.models, self.tokenizer, self.info = models, tokenizer, info
+        self.heads: list[str] = info["heads"]
+        self.head_weights = torch.tensor(info["head_weights"], dtype=torch.float32)
+        self.num_ensemble_heads = int(info.get("ensemble", {}).get("num_heads", 1))
+        self.encoder = bool(info["encoder"])
+        for m in models:
+            m.eval()
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.models) * self.num_ensemble_heads > 1
+
+    def columns(self, prompts: list, responses: list, batch_size: int = 16):
+        """(M, N, 1 + A) raw head scores of every member (ensemble heads count as members), and #truncated."""
+        import torch
+
+        from preftune.batching import collate_sequences_padded
+        from preftune.models.forward import sequence_rewards
+        from preftune.tokenize import tokenize_completions
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts for {len(responses)} responses")
+        items, report = tokenize_completions([_conv(p, "user") for p in prompts],
+                                             [_conv(r, "assistant") for r in responses], self.tokenizer,
+                                             self.info["max_length"], self.info.get("max_prompt_length"),
+                                             "truncate", encoder=self.encoder)
+        per = len(self.heads)
+        E = self.num_ensemble_heads
+        out = torch.zeros(len(self.models) * E, len(items), per)
+        order = sorted(range(len(items)), key=lambda i: -(len(items[i].prompt_ids) + len(items[i].completion_ids)))
+        with torch.no_grad():
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                batch = collate_sequences_padded([items[i] for i in idx], self.tokenizer.pad_token_id, "right",
+                                                 self.encoder)
+                for k, model in enumerate(self.models):
+                    scores = sequence_rewards(model, batch).float()  # (B, E * per)
+                    out[k * E:(k + 1) * E, idx] = scores.reshape(len(idx), E, per).transpose(0, 1)
+        return out, report.num_truncated
+
+    def score(self, prompts: list, responses: list, batch_size: int = 16) -> dict:
+        import numpy as np
+
+        from preftune.losses.pairwise import ensemble_stats, scalarize
+
+        cols, num_truncated = self.columns(prompts, responses, batch_size)
+        members = scalarize(cols, self.head_weights)  # (M, N)
+        mean, std = ensemble_stats(members)
+        heads = {h: cols[:, :, j].mean(0).numpy().astype(np.float64) for j, h in enumerate(self.heads)}
+        return {"reward": mean.numpy().astype(np.float64), "std": std.numpy().astype(np.float64) if self.is_ensemble else None,
+                "heads": heads, "members": members.numpy().astype(np.float64), "num_truncated": num_truncated}
+
+
+def resolve_final(run_dir_or_model: str) -> Path | None:
+    """The folder holding preftune_rm.json (RUN/final or the folder itself), or None for a plain model."""
+    p = Path(run_dir_or_model)
+    for cand in (p / "final", p):
+        if (cand / INFO_FILE).exists():
+            return cand
+    return None
+
+
+def load_scorer(run_dir_or_model: str, dtype: str = "float32") -> RewardScorer:
+    """A RewardScorer for a run folder (RUN or RUN/final), a member's final folder, or a plain model."""
+    from preftune.models import is_encoder, load_reward_model, load_tokenizer
+
+    final = resolve_final(str(run_dir_or_model))
+    if final is None:
+        p = Path(run_dir_or_model)
+        if p.exists() and not (p / "config.json").exists():
+            raise ValueError(f"{p} holds neither a trained reward model ({p}/final/{INFO_FILE}) nor a model folder")
+        tok = load_tokenizer(str(run_dir_or_model))
+        model = load_reward_model(str(run_dir_or_model), dtype=dtype)
+        info = {"heads": ["overall"], "head_weights": [1.0] + [0.0] * (model.config.num_labels - 1),
+                "encoder": is_encoder(model.config), "max_length": 1024, "ensemble": {"size": 1, "num_heads": 1}}
+        info["heads"] = ["overall"] + [f"label_{i}" for i in range(1, model.config.num_labels)]
+        return RewardScorer([model], tok, info)
+    info = json.loads((final / INFO_FILE).read_text())
+    folders = [(final / m).resolve() for m in info.get("members", [])] or [final]
+    missing = [str(f) for f in folders if not (f / "config.json").exists()]
+    if missing:
+        raise ValueError(f"{final}/{INFO_FILE} names ensemble members that are missing: {', '.join(missing)}")
+    tok = load_tokenizer(str(final))
+    models = [load_reward_model(str(f), num_labels=_num_labels(f), dtype=dtype) for f in folders]
+    return RewardScorer(models, tok, info)
+
+
+def _num_labels(folder: Path) -> int:
+    return int(json.loads((folder / "config.json").read_text()).get("num_labels")
+               or len(json.loads((folder / "config.json").read_text()).get("id2label", {})) or 1)
+
+
+# --------------------------------------------------------------------------- preftune score
+
+def _responses(row: dict, where: str) -> tuple[str, list]:
+    """(kind, responses) of a raw row: pair (chosen, rejected), single, or rated (completions)."""
+    if "prompt" not in row:
+        raise ValueError(f"{where}: prompt: is missing")
+    if "chosen" in row or "rejected" in row:
+        for k in ("chosen", "rejected"):
+            if row.get(k) is None:
+                raise ValueError(f"{where}: {k}: is missing")
+        return "pair", [row["chosen"], row["rejected"]]
+    for k in ("completion", "response"):
+        if row.get(k) is not None:
+            return "single", [row[k]]
+    if isinstance(row.get("completions"), list):
+        return "rated", list(row["completions"])
+    raise ValueError(f"{where}: no response to score (expected chosen/rejected, completion, response or completions)")
+
+
+def score_rows(scorer: RewardScorer, rows: list[dict], wheres: list[str], batch_size: int = 16) -> tuple[list[dict], int]:
+    """Rows with their rewards added (see the module docstring); also returns #truncated responses."""
+    kinds, prompts, responses, owner = [], [], [], []
+    for i, (row, where) in enumerate(zip(rows, wheres)):
+        kind, resp = _responses(row, where)
+        kinds.append(kind)
+        for r in resp:
+            prompts.append(row["prompt"])
+            responses.append(r)
+            owner.append(i)
+    out = scorer.score(prompts, responses, batch_size)
+    multi = len(scorer.heads) > 1
+    per_row: list[list[int]] = [[] for _ in rows]
+    for j, i in enumerate(owner):
+        per_row[i].append(j)
+    result = []
+    for row, kind, idx in zip(rows, kinds, per_row):
+        new = dict(row)
+        names = ["chosen", "rejected"] if kind == "pair" else [None]
+
+        def put(prefix: str | None, j: int, new: dict = new) -> None:
+            base = f"{prefix}_reward" if prefix else "reward"
+            new[base] = float(out["reward"][j])
+            if out["std"] is not None:
+                new[base + "_std"] = float(out["std"][j])
+            if multi:
+                new[(f"{prefix}_" if prefix else "") + "head_rewards"] = {h: float(v[j]) for h, v in out["heads"].items()}
+        if kind == "rated":
+            new["completion_rewards"] = [float(out["reward"][j]) for j in idx]
+            if out["std"] is not None:
+                new["completion_reward_stds"] = [float(out["std"][j]) for j in idx]
+        else:
+            for name, j in zip(names, idx):
+                put(name, j)
+        result.append(new)
+    return result, out["num_truncated"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("score", help="add reward-model scores to each response of a file",
+                       description="Score every response of FILE with a reward model run (or ensemble): pairs get "
+                                   "chosen_reward / rejected_reward, single responses get reward; ensembles add "
+                                   "*_std, multi-head models *head_rewards.")
+    p.add_argument("run", help="reward-model run folder (RUN or RUN/final) or a model folder/alias")
+    p.add_argument("--data", required=True, help="rows to score (jsonl/json/csv/parquet)")
+    p.add_argument("-o", "--out", required=True, help="output file")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--force", action="store_true", help="overwrite OUT")
+    p.set_defaults(func=run_score)
+
+
+def run_score(args) -> int:
+    from preftune.data.io import iter_raw, write_rows
+
+    if Path(args.out).exists() and not args.force:
+        raise ValueError(f"{args.out} exists; pass --force to overwrite it")
+    rows, wheres = [], []
+    for raw in iter_raw(args.data):
+        if raw.error is not None:
+            raise ValueError(f"{raw.where}: {raw.error}")
+        _responses(raw.row, raw.where)  # every bad row fails before the model loads
+        rows.append(raw.row)
+        wheres.append(raw.where)
+    if not rows:
+        raise ValueError(f"{args.data}: no rows")
+    scorer = load_scorer(args.run)
+    scored, num_truncated = score_rows(scorer, rows, wheres, args.batch_size)
+    write_rows(scored, args.out, overwrite=args.force)
+    note = f" ({num_truncated} responses truncated to max_length {scorer.info['max_length']})" if num_truncated else ""
+    print(f"scored {len(rows)} rows -> {args.out}{note}")
+    return 0
