@@ -1,0 +1,224 @@
+"""The reference of a DPO run: a frozen copy, the adapter-disabled base (LoRA), or reference
+log-probs computed once and kept on disk (`reference=cache`).
+
+The reference model never changes during DPO, so its log-probs of every pair are a pure function of
+(reference weights, token ids). The cache key hashes exactly those: the weights tensor by tensor, and
+the tokenised pairs. The token ids are the product of the data, the tokenizer (vocabulary and chat
+template) and the tokenisation settings (max_length, truncation), so a change to any of the three
+changes the key, including changes no list of settings would name (an edited chat template). The
+weights' dtype is part of their bytes; the layout is not part of the key because every layout gives
+the same log-probs (tested to 1e-5 in tests/unit/models/test_forward.py).
+
+A cache file holds, per pair (in tokenised order): summed chosen and rejected log-probs, and the
+chosen per-token log-probs (for the KL-to-reference metric). Shapes: P pairs, N chosen tokens in all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class RefLogps:
+    """Reference log-probs of P pairs, in the order of the tokenised list."""
+    chosen_logps: Any     # (P,) float32
+    rejected_logps: Any   # (P,) float32
+    chosen_tokens: Any    # (N,) float32, chosen per-token log-probs, pair after pair
+    offsets: Any          # (P + 1,) long, pair p's tokens are chosen_tokens[offsets[p]:offsets[p + 1]]
+
+    def take(self, positions: Sequence[int]):
+        """Rows of a batch: chosen (B,), rejected (B,), chosen tokens (B, L) zero-padded, mask (B, L)."""
+        import torch
+
+        pos = torch.as_tensor(list(positions), dtype=torch.long)
+        starts, ends = self.offsets[pos], self.offsets[pos + 1]
+        width = int((ends - starts).max()) if len(pos) else 0
+        tokens = torch.zeros((len(pos), width), dtype=torch.float32)
+        mask = torch.zeros((len(pos), width), dtype=torch.bool)
+        for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
+            tokens[i, :e - s] = self.chosen_tokens[s:e]
+            mask[i, :e - s] = True
+        return self.chosen_logps[pos], self.rejected_logps[pos], tokens, mask
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes), in name order."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def tokens_fingerprint(items: Sequence[Any]) -> str:
+    """sha256 of the tokenised pairs (prompt, chosen, rejected ids of each, in order)."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it.prompt_ids, it.chosen_ids, it.rejected_ids]).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def cache_key(weights_sha: str, items: Sequence[Any], extra: dict | None = None) -> str:
+    """The file name stem: hash of the weights' hash, the tokens' hash and any extra settings."""
+    blob = json.dumps({"v": FORMAT_VERSION, "weights": weights_sha, "tokens": tokens_fingerprint(items),
+                       "extra": extra or {}}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    from preftune.models import cache_dir
+
+    return cache_dir() / "refcache"
+
+
+def compute_ref_logps(model, items: Sequence[Any], collate: Callable[[list], Any], batch_size: int,
+                      chunk_size: int, device=None) -> RefLogps:
+    """Run the reference over every pair once (no gradients), batches sorted by length."""
+    import torch
+
+    from preftune.batching import length_grouped_batches, pair_length
+    from preftune.models.forward import pair_logps
+    from preftune.train.loop import to_device
+
+    P = len(items)
+    chosen = torch.zeros(P, dtype=torch.float32)
+    rejected = torch.zeros(P, dtype=torch.float32)
+    per_pair: list[torch.Tensor | None] = [None] * P
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for rows in length_grouped_batches([pair_length(it) for it in items], batch_size, seed=0, shuffle=False):
+            batch = to_device(collate([items[i] for i in rows]), device or "cpu")
+            out = pair_logps(model, batch, chunk_size=chunk_size, return_tokens=True)
+            tok, mask = out.token_matrix("chosen")
+            for j, i in enumerate(rows):
+                chosen[i], rejected[i] = out.chosen_logps[j].cpu(), out.rejected_logps[j].cpu()
+                per_pair[i] = tok[j][mask[j]].float().cpu()
+    model.train(was_training)
+    lens = torch.tensor([len(t) for t in per_pair], dtype=torch.long)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lens.cumsum(0)])
+    return RefLogps(chosen, rejected, torch.cat(per_pair) if P else torch.zeros(0), offsets)
+
+
+def save_ref_logps(ref: RefLogps, path: Path) -> None:
+    """Atomic write (a concurrent reader never sees half a file)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".refcache-", suffix=".pt", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        torch.save({"version": FORMAT_VERSION, "chosen_logps": ref.chosen_logps,
+                    "rejected_logps": ref.rejected_logps, "chosen_tokens": ref.chosen_tokens,
+                    "offsets": ref.offsets}, f)
+    os.replace(tmp, path)
+
+
+def load_ref_logps(path: Path) -> RefLogps | None:
+    """The cached log-probs, or None when the file is missing or from another format version."""
+    import torch
+
+    if not path.exists():
+        return None
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    if d.get("version") != FORMAT_VERSION:
+        return None
+    return RefLogps(d["chosen_logps"], d["rejected_logps"], d["chosen_tokens"], d["offsets"])
+
+
+def cached_ref_logps(cache_dir: str | Path, key: str, compute: Callable[[], RefLogps],
+                     write: bool = True) -> tuple[RefLogps, bool, Path]:
+    """(log-probs, hit, file): load `key` from `cache_dir`, else compute (and save when `write`)."""
+    path = Path(cache_dir) / f"{key}.pt"
+    ref = load_ref_logps(path)
+    if ref is not None:
+        return ref, True, path
+    ref = compute()
+    if write:
+        save_ref_logps(ref, path)
+    return ref, False, path
+
+
+# --------------------------------------------------------------------------- the reference a run uses
+
+@dataclass
+class Reference:
+    mode: str                   # model | adapter | cache | none
+    model: Any = None           # the frozen copy (mode model)
+    caches: dict | None = None  # split -> RefLogps (mode cache)
+
+
+def load_reference(cfg, policy, splits: dict, collate, accelerator) -> tuple[Reference, dict]:
+    """The frozen copy, or the cached log-probs of each split (computed on a miss by the main process,
+    before LoRA is applied: the reference is the starting weights). Returns (reference, cache report)."""
+    from preftune.models import load_policy
+
+    mode = cfg.resolved_reference()
+    if mode not in ("model", "cache"):
+        return Reference(mode), {}
+    ref_model = load_policy(cfg.ref_model, dtype=cfg.dtype) if cfg.ref_model else policy
+    if mode == "model":
+        if ref_model is policy:  # an independent frozen copy of the starting weights
+            ref_model = load_policy(cfg.model, dtype=cfg.dtype)
+        ref_model.to(accelerator.device).eval().requires_grad_(False)  # never wrapped in DDP: no gradients
+        return Reference("model", model=ref_model), {}
+    cache_dir = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else default_cache_dir()
+    weights = weights_fingerprint(ref_model)
+    # the token ids already carry data x tokenizer x settings; the settings are named too, for clarity
+    settings = {"max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length,
+                "on_overlong": cfg.on_overlong, "ref_model": cfg.ref_model or cfg.model}
+    caches, report = {}, {}
+    for split, data in splits.items():
+        key = cache_key(weights, data.items, settings)
+        path, hit = cache_dir / f"{key}.pt", True
+        if accelerator.is_main_process:
+            ref_model.to(accelerator.device)
+            _, hit, path = cached_ref_logps(cache_dir, key, lambda d=data: compute_ref_logps(
+                ref_model, d.items, collate, cfg.batch_size, cfg.chunk_size, accelerator.device))
+        accelerator.wait_for_everyone()
+        caches[split] = load_ref_logps(path)
+        assert caches[split] is not None, f"reference cache {path} was not written"
+        report[split] = {"key": key, "file": str(path), "hit": bool(hit), "num_pairs": len(data.items)}
+    return Reference("cache", caches=caches), report
+
+
+def reference_logps(ref: Reference, policy_model, batch, rows: list[int], split: str, chunk_size: int, device):
+    """(chosen (B,), rejected (B,), chosen tokens (B, L), mask (B, L)) of the reference, or None.
+    KTO rows (a SequenceBatch): (logps (B,), None, tokens (B, L), mask (B, L))."""
+    import torch
+
+    from preftune.batching import SequenceBatch
+    from preftune.models.forward import pair_logps, sequence_logps
+    from preftune.ops.logprobs import pad_by_segment
+
+    if ref.mode == "none":
+        return None
+    if ref.mode == "cache":
+        return tuple(t.to(device) for t in ref.caches[split].take(rows))
+    model = ref.model if ref.mode == "model" else policy_model
+    with torch.no_grad(), (policy_model.disable_adapter() if ref.mode == "adapter" else _nullcontext()):
+        if isinstance(batch, SequenceBatch):
+            out = sequence_logps(model, batch, chunk_size=chunk_size, return_tokens=True)
+            tok, mask = pad_by_segment(out.token_logps, out.token_segment, batch.num_sequences)
+            return out.logps, None, tok, mask
+        out = pair_logps(model, batch, chunk_size=chunk_size, return_tokens=True)
+    tok, mask = out.token_matrix("chosen")
+    return out.chosen_logps, out.rejected_logps, tok, mask
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
