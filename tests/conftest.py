@@ -13,6 +13,9 @@ os.environ.setdefault("PREFTUNE_CACHE", str(REPO / ".cache" / "preftune"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# One torch thread per process: results that tests compare exactly never depend on the load, and
+# the 2-process DDP tests do not oversubscribe 2 cores.
+os.environ.setdefault("PREFTUNE_NUM_THREADS", "1")
 
 
 @pytest.fixture
