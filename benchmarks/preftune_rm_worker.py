@@ -1,0 +1,90 @@
+"""preftune reward-model worker (run by preftune's venv): `train_rm(load_config(RMConfig, overrides=...))`.
+
+Spec keys: model_path, data_path, batch_size, max_length, max_steps (-1 = one epoch), warmup, lr,
+seed, out_dir, overrides (extra key=value strings), capture_batch (optional path: write the first
+batch's model inputs there as JSON, for TRL to train one step on exactly the same tensors).
+Prints `RESULT {json}` with step times, first-step losses (metrics.jsonl), tokenisation counts and
+the padding share of what the model computed on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from common import StepClock, emit, padding_share, read_spec
+
+
+def main() -> None:
+    spec = read_spec()
+    t_start = time.perf_counter()
+    from preftune import batching, models
+    from preftune.config import load_config
+    from preftune.train.rm import RMConfig, train_rm
+
+    clock = StepClock().install()
+    pads = {"real": 0, "computed": 0, "batches": 0}
+
+    def counting(fn):
+        def wrapped(*a, **k):
+            b = fn(*a, **k)
+            pads["computed"] += b.input_ids.numel()
+            pads["real"] += b.input_ids.numel() - b.num_pad_tokens
+            pads["batches"] += 1
+            return b
+        return wrapped
+
+    # rm.make_collate imports these at call time, so patching the module attributes is enough
+    for name in ("collate_pairs_padded", "collate_pairs_shared", "collate_pairs_packed"):
+        setattr(batching, name, counting(getattr(batching, name)))
+
+    captured: dict = {}
+    load = models.load_reward_model
+
+    def load_and_watch(*a, **k):
+        model = load(*a, **k)
+        clock.watch_forward(model)
+        if spec.get("capture_batch"):
+            def hook(mod, args, kwargs):
+                if not captured and "input_ids" in kwargs:
+                    captured.update({key: v.tolist() for key, v in kwargs.items()
+                                     if key in ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+                                     and hasattr(v, "tolist")})
+            # encoders are called at the top (with token types and positions), decoders at the backbone
+            model.register_forward_pre_hook(hook, with_kwargs=True)
+            model.base_model.register_forward_pre_hook(hook, with_kwargs=True)
+        return model
+
+    models.load_reward_model = load_and_watch
+    overrides = [f"model={spec['model_path']}", f"data={spec['data_path']}", f"out={spec['out_dir']}",
+                 f"batch_size={spec['batch_size']}", f"max_length={spec['max_length']}",
+                 f"max_steps={spec.get('max_steps', -1)}", f"lr={spec['lr']}", f"seed={spec['seed']}",
+                 "overwrite=true", "log_every=1", "report_to=none", "warmup_ratio=0.0", "weight_decay=0.0",
+                 "max_grad_norm=1.0", "scheduler=linear", *spec.get("overrides", [])]
+    if spec.get("num_threads"):
+        overrides.append(f"num_threads={spec['num_threads']}")
+    cfg = load_config(RMConfig, overrides=overrides)
+    train_rm(cfg)
+    run = Path(spec["out_dir"])
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    info = json.loads((run / "run.json").read_text())
+    tok = info.get("tokenization", {}).get("train", {})
+    num_in = sum(1 for x in Path(spec["data_path"]).read_text().splitlines() if x.strip())
+    steps = len(clock.step_ends)
+    if spec.get("capture_batch"):
+        Path(spec["capture_batch"]).write_text(json.dumps(captured))
+    result = {"contender": "preftune", "num_pairs_in": num_in, "tokenization": tok,
+              "num_pairs_kept": num_in - int(tok.get("num_dropped", 0)),
+              "num_pairs_dropped": int(tok.get("num_dropped", 0)), "num_pairs_truncated": tok.get("num_truncated"),
+              "first_losses": [r.get("train/loss") for r in rows[:3]],
+              "real_tokens": pads["real"], "computed_positions": pads["computed"],
+              "padding_share": padding_share(pads["real"], pads["computed"]),
+              "total_s": time.perf_counter() - t_start, "config": overrides}
+    kept = result["num_pairs_kept"]
+    result.update(clock.summary(spec["batch_size"], spec.get("warmup", 1), min(kept, steps * spec["batch_size"])))
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
