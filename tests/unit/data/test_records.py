@@ -1,7 +1,14 @@
 import pytest
 
-from preftune.data.records import (PairRecord, RatedRecord, UnpairedRecord, parse_row, record_from_dict,
-                                   render_text, validate_row)
+from preftune.data.records import (
+    PairRecord,
+    RatedRecord,
+    UnpairedRecord,
+    parse_row,
+    record_from_dict,
+    render_text,
+    validate_row,
+)
 
 
 def test_strings_become_messages_and_metadata_is_kept():
