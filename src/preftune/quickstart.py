@@ -122,7 +122,7 @@ def _policy_steps(out: Path, data: Path, fast: bool) -> dict:
     ci = pol.get("win_rate_ci95") or pol.get("win_rate_ci")
     return {"win_rate": pol.get("win_rate"), "win_rate_ci95": ci, "lc_win_rate": pol.get("lc_win_rate"),
             "wins_ties_losses": [pol.get("wins"), pol.get("ties"), pol.get("losses")],
-            "kl_k3": pol.get("kl_k3"), "regressions": reg.get("num_regressed", len(reg.get("regressions", []))),
+            "kl_k3": pol.get("kl_k3"), "regressions": reg["num_regressions"], "regress_cases": reg["num_cases"],
             "dpo_run": str(dpo_run)}
 
 

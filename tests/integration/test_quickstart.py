@@ -21,7 +21,8 @@ def test_quickstart_fast_runs_the_whole_loop(tmp_path, capsys):
     assert wins + ties + losses == 8  # every judged prompt is a win, a tie or a loss
     assert 0.0 <= summary["win_rate"] <= 1.0
     assert (out / "dpo" / "report.html").stat().st_size > 10_000
-    assert (out / "dpo" / "eval" / "regress.json").exists()
+    regress = json.loads((out / "dpo" / "eval" / "regress.json").read_text())
+    assert summary["regressions"] == regress["num_regressions"] == len(regress["regressions"])
     # curation accounted for every row: kept + removed == generated
     report = json.loads((out / "data" / "clean.jsonl.report.json").read_text())
     kept = len((out / "data" / "clean.jsonl").read_text().splitlines())
