@@ -90,13 +90,8 @@ def parse_verdict(text: str) -> str:
 
 def gold_score_fn() -> Callable[[Prompt, str], dict]:
     """The world's `gold_score(prompt, response) -> {"total", ...}`, imported late."""
-    try:
-        from preftune.data.world import gold_score
-    except ImportError:
-        try:
-            from preftune.data.world_gold import gold_score
-        except ImportError as e:
-            raise ValueError(f"the gold judge needs preftune.data.world.gold_score ({e})") from e
+    from preftune.data.world_gold import gold_score
+
     return gold_score
 
 

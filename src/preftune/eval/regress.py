@@ -27,12 +27,6 @@ from typing import Any
 GenerateFn = Callable[[list], list[str]]
 DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "data" / "assets" / "regression_suite.jsonl"
 
-# Used only when the world module is absent; the world's detector is preferred so that `refuses`
-# and the gold scorer agree on what a refusal is.
-_FALLBACK_REFUSAL = re.compile(
-    r"\b(I\s*(?:can't|cannot|can not|won't|will not|am unable to|'m unable to)\s+(?:help|assist|provide|do|"
-    r"comply|share|give|write|explain)|I must (?:decline|refuse)|I'm sorry,? but|I am sorry,? but)",
-    re.IGNORECASE)
 
 
 class CheckKind(enum.Enum):
@@ -73,10 +67,9 @@ class CaseResult:
 
 
 def _is_refusal(text: str) -> bool:
-    try:
-        from preftune.data.world_gold import is_refusal
-    except ImportError:
-        return bool(_FALLBACK_REFUSAL.search(text))
+    # the world's detector, so that `refuses` checks and the gold scorer agree on what a refusal is
+    from preftune.data.world_gold import is_refusal
+
     return is_refusal(text)
 
 
