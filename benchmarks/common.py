@@ -259,20 +259,23 @@ class TokenCounter:
     def watch(self, module, keep_first: bool = False) -> None:
         def hook(mod, args, kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
-            if ids is None:
+            embeds = kwargs.get("inputs_embeds")
+            if ids is None and embeds is None:
                 return
+            shape = tuple(ids.shape if ids is not None else embeds.shape[:2])
             mask = kwargs.get("attention_mask")
             self.calls += 1
-            self.computed += ids.numel()
-            if mask is not None and mask.dim() == 2 and mask.shape == ids.shape:
+            self.computed += shape[0] * shape[1]
+            if mask is not None and mask.dim() == 2 and tuple(mask.shape) == shape:
                 self.real += int(mask.sum())
             else:
-                self.real += ids.numel()
+                self.real += shape[0] * shape[1]
             if keep_first and self.first_inputs is None:
                 self.first_inputs = {k: v.tolist() for k, v in kwargs.items()
                                      if hasattr(v, "tolist") and k in ("input_ids", "attention_mask",
                                                                         "token_type_ids", "position_ids")}
-                self.first_inputs["input_ids"] = ids.tolist()
+                if ids is not None:
+                    self.first_inputs["input_ids"] = ids.tolist()
         module.register_forward_pre_hook(hook, with_kwargs=True)
 
     def summary(self) -> dict:

@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from common import StepClock, emit, padding_share, read_spec
+from common import StepClock, TokenCounter, emit, padding_share, read_spec
 
 
 def main() -> None:
@@ -25,6 +25,10 @@ def main() -> None:
 
     clock = StepClock().install()
     pads = {"real": 0, "computed": 0, "batches": 0}
+    captured: dict = {}
+    # encoders run each collated batch in unpadded chunks: what they compute is counted at the model's
+    # forward (TokenCounter below); decoders compute the collated rows as they are
+    forward_counter = TokenCounter()
 
     def counting(fn):
         def wrapped(*a, **k):
@@ -32,6 +36,11 @@ def main() -> None:
             pads["computed"] += b.input_ids.numel()
             pads["real"] += b.input_ids.numel() - b.num_pad_tokens
             pads["batches"] += 1
+            if spec.get("capture_batch") and not captured and b.attention_mask.dim() == 2:
+                # the first micro-batch as collated (parity runs use micro_tokens=0: one piece)
+                captured.update({key: getattr(b, key).tolist() for key in
+                                 ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+                                 if getattr(b, key) is not None})
             return b
         return wrapped
 
@@ -39,21 +48,15 @@ def main() -> None:
     for name in ("collate_pairs_padded", "collate_pairs_shared", "collate_pairs_packed"):
         setattr(batching, name, counting(getattr(batching, name)))
 
-    captured: dict = {}
     load = models.load_reward_model
+    encoder = {}
 
     def load_and_watch(*a, **k):
         model = load(*a, **k)
         clock.watch_forward(model)
-        if spec.get("capture_batch"):
-            def hook(mod, args, kwargs):
-                if not captured and "input_ids" in kwargs:
-                    captured.update({key: v.tolist() for key, v in kwargs.items()
-                                     if key in ("input_ids", "attention_mask", "token_type_ids", "position_ids")
-                                     and hasattr(v, "tolist")})
-            # encoders are called at the top (with token types and positions), decoders at the backbone
-            model.register_forward_pre_hook(hook, with_kwargs=True)
-            model.base_model.register_forward_pre_hook(hook, with_kwargs=True)
+        encoder["yes"] = models.is_encoder(model.config)
+        if encoder["yes"]:
+            forward_counter.watch(model)
         return model
 
     models.load_reward_model = load_and_watch
@@ -78,8 +81,11 @@ def main() -> None:
               "num_pairs_kept": num_in - int(tok.get("num_dropped", 0)),
               "num_pairs_dropped": int(tok.get("num_dropped", 0)), "num_pairs_truncated": tok.get("num_truncated"),
               "first_losses": [r.get("train/loss") for r in rows[:3]],
-              "real_tokens": pads["real"], "computed_positions": pads["computed"],
-              "padding_share": padding_share(pads["real"], pads["computed"]),
+              **({"real_tokens": forward_counter.real, "computed_positions": forward_counter.computed,
+                  "padding_share": padding_share(forward_counter.real, forward_counter.computed),
+                  "forward_calls": forward_counter.calls} if encoder.get("yes") else
+                 {"real_tokens": pads["real"], "computed_positions": pads["computed"],
+                  "padding_share": padding_share(pads["real"], pads["computed"])}),
               "total_s": time.perf_counter() - t_start, "config": overrides}
     kept = result["num_pairs_kept"]
     result.update(clock.summary(spec["batch_size"], spec.get("warmup", 1), min(kept, steps * spec["batch_size"])))

@@ -179,7 +179,7 @@ def run_setup(setup: str, args, work: Path, log: Path) -> dict:
     layouts = ["auto"] if setup == "minilm" else ["auto", "padded"]
     for layout in layouts:
         s = spec_for(setup, model, parity_data, work, f"{setup}-parity-preftune-{layout}", pp, 1, pp)
-        s["overrides"] = [f"layout={layout}"]
+        s["overrides"] = [f"layout={layout}", "micro_tokens=0"]  # one piece: the whole batch is captured
         if layout == layouts[-1]:
             s["capture_batch"] = str(cap_pt)
         rp = run_worker(PREFTUNE_PY, "preftune_rm_worker.py", s, log, f"{setup}-parity-preftune-{layout}", nice=args.nice)

@@ -5,32 +5,15 @@ giving the same losses as one process with the matching gradient accumulation.""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import launch_ddp
 
 from preftune.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "unit" / "train"))
-from _dpo_helpers import make_world_files, single_thread
-
 FAST = ["max_length=64", "report_to=none", "save_every=-1", "lr=1e-3"]
 
-
-
-@pytest.fixture(scope="module")
-def world_files(tmp_path_factory):
-    return make_world_files(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    yield from single_thread()
 
 def _cli(capsys, *argv):
     rc = main(["train", *argv])
@@ -101,17 +84,7 @@ def test_two_process_ddp_equals_one_process_with_accumulation(tmp_path, world_fi
 
     common = ["model=tiny-llama", f"data={world_files['train']}", "max_steps=2", "batch_size=2", *FAST]
     train_dpo(load_config(DPOConfig, overrides=[*common, f"out={tmp_path / 'one'}", "grad_accum=2"]))
-    # accelerate 1.15's `launch --cpu --num_processes 2` starts ONE process unless MPI is set up (its
-    # simple launcher); the torch.distributed launcher (--multi_gpu) with ACCELERATE_USE_CPU=true starts
-    # two, and Accelerator then picks MULTI_CPU with gloo. The training command itself is unchanged.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src"), "ACCELERATE_USE_CPU": "true"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), "-m", "preftune", "train", "dpo", *common, f"out={tmp_path / 'ddp'}", "num_threads=1"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = launch_ddp("train", "dpo", *common, f"out={tmp_path / 'ddp'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {}
     for name in ("one", "ddp"):

@@ -146,3 +146,30 @@ def test_bad_inputs_fail_before_training(case, world, tmp_path, capsys):
     for w in want:
         assert w in err, err
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_two_process_ddp_equals_one_process_with_accumulation(tmp_path, world):
+    """`accelerate launch` with 2 gloo processes runs the unchanged command: same logged metrics (reduced
+    over both processes) and same weights as 1 process accumulating the same 2 micro-batches."""
+    from helpers import launch_ddp
+    from safetensors.torch import load_file
+
+    from preftune.config import load_config
+    from preftune.train.rm import RMConfig, train_rm
+
+    common = ["model=tiny-llama", f"data={world / 'small.jsonl'}", "max_steps=2", "batch_size=2", "lr=1e-3",
+              "max_length=64", "report_to=none", "heads=auto"]
+    one = train_rm(load_config(RMConfig, overrides=[*common, f"out={tmp_path / 'one'}", "grad_accum=2"]))
+    proc = launch_ddp("train", "rm", *common, f"out={tmp_path / 'ddp'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {name: _metrics(tmp_path / name) for name in ("one", "ddp")}
+    assert len(rows["one"]) == len(rows["ddp"]) == 2
+    keys = [k for k in rows["one"][0] if k.startswith("train/") and k != "train/epoch"]
+    assert "train/heads/correctness/accuracy" in keys or any("/heads/" in k for k in keys)
+    for a, b in zip(rows["one"], rows["ddp"]):
+        assert set(a) == set(b)
+        for k in keys:
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-5), k
+    w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    for k in w1:  # Adam's first steps are ~lr * sign(g): summation-order noise stays well under lr / 10
+        assert torch.allclose(w1[k], w2[k], atol=1e-4), k

@@ -29,36 +29,71 @@ def parse_ns(text: str) -> list[int]:
     return ns
 
 
-def bon_curve(proxy: np.ndarray, judge: np.ndarray, ns: Sequence[int]) -> list[dict]:
-    """proxy, judge (P, N_max) scores of the same samples -> one row per n in `ns`.
+def subset_max_weights(k: int, n: int) -> np.ndarray:
+    """(k,) probability that the sample of ascending rank i is the best of a uniformly random n-subset
+    of k samples: C(i, n - 1) / C(k, n). Averaging a judge with these weights gives the expected judge
+    score of best-of-n over every subset of the k draws (the unbiased best-of-n estimator of Nakano et
+    al. 2021, appendix, used by Gao et al. 2023), far less noisy than one subset per prompt."""
+    from math import comb
 
-    Best-of-n uses the first n samples of each prompt, so the n's are nested: the curve then moves only
-    because n grows, not because a fresh draw was luckier (less noise than independent draws).
+    if not 1 <= n <= k:
+        raise ValueError(f"n={n} outside 1..{k} samples per prompt")
+    return np.array([comb(i, n - 1) for i in range(k)], dtype=np.float64) / comb(k, n)
+
+
+ESTIMATORS = ("all_subsets", "nested")
+
+
+def bon_curve(proxy: np.ndarray, judge: np.ndarray, ns: Sequence[int], estimator: str = "all_subsets",
+              seed: int = 0) -> list[dict]:
+    """proxy, judge (P, K) scores of the same samples -> one row per n in `ns`.
+
+    all_subsets (default): the expected best-of-n scores over all n-subsets of each prompt's K samples
+    (rank weights from subset_max_weights; proxy ties broken by sample order). nested: best of the
+    first n samples of each prompt. Either way the n's share their samples, so the curve moves only
+    because n grows. Each row also has the judge's 95% bootstrap interval over prompts and the paired
+    gain over the smallest n with its interval.
     """
     proxy, judge = np.asarray(proxy, dtype=np.float64), np.asarray(judge, dtype=np.float64)
     if proxy.shape != judge.shape or proxy.ndim != 2:
         raise ValueError(f"proxy {proxy.shape} and judge {judge.shape} must be the same (P, N) shape")
-    rows = []
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    P, K = proxy.shape
+    rows_idx = np.arange(P)
+    order = np.argsort(proxy, axis=1, kind="stable")  # ascending; equal proxies keep sample order
+    sorted_proxy, sorted_judge = proxy[rows_idx[:, None], order], judge[rows_idx[:, None], order]
+    per_prompt, rows = [], []
     for n in ns:
-        if not 1 <= n <= proxy.shape[1]:
-            raise ValueError(f"n={n} outside 1..{proxy.shape[1]} samples per prompt")
-        pick = proxy[:, :n].argmax(axis=1)  # (P,) first best on ties
-        rows_idx = np.arange(proxy.shape[0])
-        rows.append({"n": int(n), "proxy": float(proxy[rows_idx, pick].mean()),
-                     "judge": float(judge[rows_idx, pick].mean()), "kl_bound": metrics.best_of_n_kl_bound(n)})
+        if not 1 <= n <= K:
+            raise ValueError(f"n={n} outside 1..{K} samples per prompt")
+        if estimator == "nested":
+            pick = proxy[:, :n].argmax(axis=1)  # (P,) first best on ties
+            p_n, j_n = proxy[rows_idx, pick], judge[rows_idx, pick]
+        else:
+            w = subset_max_weights(K, n)
+            p_n, j_n = sorted_proxy @ w, sorted_judge @ w
+        per_prompt.append(j_n)
+        gain = j_n - per_prompt[0]
+        rows.append({"n": int(n), "proxy": float(p_n.mean()), "judge": float(j_n.mean()),
+                     "judge_ci95": list(metrics.bootstrap_ci(j_n, seed=seed)),
+                     "judge_gain": float(gain.mean()), "judge_gain_ci95": list(metrics.bootstrap_ci(gain, seed=seed)),
+                     "kl_bound": metrics.best_of_n_kl_bound(n)})
     return rows
 
 
 def best_of_n(model, prompts: Sequence, scorer, judge, ns: Sequence[int], *, max_new_tokens: int = 64,
-              batch_size: int = 8, seed: int = 0, progress: bool = True,
-              sample_fn: Callable[[list], list[str]] | None = None) -> dict:
-    """Generate max(ns) samples per prompt once, score them with `scorer` (proxy) and `judge` (held out),
-    and report the best-of-n curve with the over-optimisation guard along n.
+              batch_size: int = 8, seed: int = 0, progress: bool = True, num_samples: int | None = None,
+              estimator: str = "all_subsets", sample_fn: Callable[[list], list[str]] | None = None) -> dict:
+    """Generate K = num_samples (default max(ns)) samples per prompt once, score them with `scorer`
+    (proxy) and `judge` (held out), and report the best-of-n curve with the over-optimisation guard along n.
 
     `sample_fn` (prompts -> one sampled text each) replaces sampling from `model`, e.g. to draw from a
     fixed pool of candidates in tests; everything after the sampling is the same code.
     """
-    n_max = max(ns)
+    n_max = max(ns) if num_samples is None else num_samples
+    if n_max < max(ns):
+        raise ValueError(f"num_samples={n_max} is smaller than the largest N ({max(ns)})")
     flat_prompts = [p for p in prompts for _ in range(n_max)]  # (P * N,) prompt-major
     if sample_fn is None:
         from preftune.eval.generate import generate
@@ -73,13 +108,14 @@ def best_of_n(model, prompts: Sequence, scorer, judge, ns: Sequence[int], *, max
     proxy = np.asarray(scorer.score(flat_prompts, texts), dtype=np.float64).reshape(shape)
     held = proxy if judge is scorer else \
         np.asarray(judge.score(flat_prompts, texts), dtype=np.float64).reshape(shape)
-    curve = bon_curve(proxy, held, ns)
+    curve = bon_curve(proxy, held, ns, estimator=estimator, seed=seed)
     over = guards.overoptimisation_report([r["n"] for r in curve], [r["proxy"] for r in curve],
                                           [r["judge"] for r in curve], x_name="N")
     lengths = np.array([len(t) for t in texts], dtype=np.float64)
     return {"model": str(model) if sample_fn is None else "sample_fn", "scorer": scorer.name,
             "judge": judge.name, "num_prompts": len(prompts),
-            "ns": list(ns), "seed": seed, "max_new_tokens": max_new_tokens, "curve": curve,
+            "ns": list(ns), "num_samples": n_max, "estimator": estimator, "seed": seed,
+            "max_new_tokens": max_new_tokens, "curve": curve,
             "overoptimisation": over,
             "length_bias": guards.length_bias_report(lengths, rewards=proxy.reshape(-1)),
             "warnings": over["warnings"]}
@@ -103,13 +139,16 @@ def run_bon(args: argparse.Namespace) -> int:
     scorer = make_scorer(args.scorer)
     judge = scorer if args.judge == args.scorer else make_scorer(args.judge)
     report = best_of_n(args.model, prompts, scorer, judge, ns, max_new_tokens=args.max_new_tokens,
-                       batch_size=args.batch_size, seed=args.seed)
+                       batch_size=args.batch_size, seed=args.seed, num_samples=args.num_samples,
+                       estimator=args.estimator)
     write_json(report, args.out, overwrite=args.force)
     if run is not None:  # the guards' view of this run, which `preftune report` plots and highlights
         write_json({"best_of_n": report["overoptimisation"], "length_bias": report["length_bias"]},
                    run / "eval" / "guards.json", overwrite=True)
     for r in report["curve"]:
-        print(f"N={r['n']:<4d} proxy={r['proxy']:.4f} judge={r['judge']:.4f} KL<={r['kl_bound']:.3f}")
+        lo, hi = r["judge_gain_ci95"]
+        print(f"N={r['n']:<4d} proxy={r['proxy']:.4f} judge={r['judge']:.4f} "
+              f"(gain over N={ns[0]}: {r['judge_gain']:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}]) KL<={r['kl_bound']:.3f}")
     for w in report["warnings"]:
         print(f"WARNING: {w}")
     print(f"wrote {args.out}")
@@ -131,6 +170,12 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--num-prompts", type=int, default=None, help="use only the first K prompts")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="samples drawn per prompt, K >= max N (default max N); more samples make every N's "
+                   "estimate less noisy")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="all_subsets",
+                   help="all_subsets (default): expected best-of-N over every N-subset of the K samples; "
+                   "nested: best of the first N samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite the output file")
     p.set_defaults(func=run_bon)

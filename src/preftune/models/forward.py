@@ -153,38 +153,87 @@ def _score_head(model):
     raise ValueError(f"cannot find the score head of {type(m).__name__} (looked for .score, .classifier, .v_head)")
 
 
-def _scores(model, batch) -> torch.Tensor:
+def unpad_chunks(lengths: list[int], pad_tolerance: float) -> list[list[int]]:
+    """Rows grouped for padding-free encoder forwards: sorted longest first, a chunk grows while its
+    padding share (positions beyond each row's length, in a block as wide as its longest row) stays
+    <= pad_tolerance. 0 = every distinct length alone (no padding computed), 1 = one block.
+
+    Written here because an encoder (BERT) has no padding-free kernel on CPU: trimming right-padded
+    rows to their chunk's width is exact (pads are masked out of attention) and needs no 4D mask.
+    """
+    if not 0.0 <= pad_tolerance <= 1.0:
+        raise ValueError(f"pad_tolerance must be in [0, 1], got {pad_tolerance}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    chunks: list[list[int]] = []
+    width = total = 0
+    for i in order:
+        if chunks:
+            n = len(chunks[-1]) + 1
+            if (width * n - total - lengths[i]) <= pad_tolerance * width * n:
+                chunks[-1].append(i)
+                total += lengths[i]
+                continue
+        chunks.append([i])
+        width = total = lengths[i]
+    return chunks
+
+
+def _encoder_scores(model, batch, pad_tolerance: float) -> torch.Tensor:
+    """(rows, K) pooled scores of a 2D-masked encoder batch, computed on unpadded chunks of rows."""
+    if batch.attention_mask.dim() == 4:
+        raise ValueError("encoders see the whole row, so they cannot share a prefix or be packed: "
+                         "use layout='padded'")
+    mask = batch.attention_mask
+    # token types: 0 on the prompt, 1 on the response (the text-pair encoding BERT was trained on)
+    types = batch.token_type_ids if batch.token_type_ids is not None else batch.completion_mask.long()
+    # a row's width = its last real position + 1, so a left-padded row is kept whole (never cut)
+    cols = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    widths = (mask.bool() * cols).amax(1).clamp(min=1).tolist()
+    chunks = unpad_chunks(widths, pad_tolerance)
+
+    # the token embeddings are looked up once for the whole batch: one (V, H) embedding gradient
+    # instead of one per chunk (each is a dense fill + add of the vocabulary matrix)
+    embeds = model.get_input_embeddings()(batch.input_ids) if len(chunks) > 1 else None
+
+    def run(rows):
+        w = max(widths[i] for i in rows)
+        idx = torch.tensor(rows, device=mask.device)
+        ids = {"input_ids": batch.input_ids[idx, :w]} if embeds is None else {"inputs_embeds": embeds[idx, :w]}
+        # explicit positions: BERT's are absolute, so left padding would otherwise shift them
+        return model(**ids, attention_mask=mask[idx, :w], token_type_ids=types[idx, :w],
+                     position_ids=batch.position_ids[idx, :w]).logits
+
+    scores = torch.cat([run(rows) for rows in chunks])  # the model's own pooling ([CLS] + pooler) per row
+    order = torch.tensor([i for rows in chunks for i in rows], device=mask.device)
+    return scores[torch.argsort(order)]
+
+
+def _scores(model, batch, pad_tolerance: float = 0.05) -> torch.Tensor:
     """(rows', K) scores: pooled output for encoders, hidden state at each last real token for decoders."""
     from preftune.models import is_encoder
 
     if is_encoder(unwrap(model).config):
-        if batch.attention_mask.dim() == 4:
-            raise ValueError("encoders see the whole row, so they cannot share a prefix or be packed: "
-                             "use layout='padded'")
-        # token types: 0 on the prompt, 1 on the response (the text-pair encoding BERT was trained on)
-        types = batch.token_type_ids if batch.token_type_ids is not None else batch.completion_mask.long()
-        # explicit positions: BERT's are absolute, so left padding would otherwise shift them
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, token_type_ids=types,
-                    position_ids=batch.position_ids)
-        return out.logits  # the model's own pooling ([CLS] + pooler) on each padded row
+        return _encoder_scores(model, batch, pad_tolerance)
     hidden = hidden_states(model, batch)
     last = hidden.reshape(-1, hidden.shape[-1])[batch.last_index]  # never a pad: indices come from the layout
     return _score_head(model)(last)
 
 
-def pair_rewards(reward_model, batch: PairBatch | SharedPairBatch, layout: str | None = None) -> PairRewards:
-    """(B, K) scores of chosen and rejected. Decoders read the last real token of each response."""
+def pair_rewards(reward_model, batch: PairBatch | SharedPairBatch, layout: str | None = None,
+                 pad_tolerance: float = 0.05) -> PairRewards:
+    """(B, K) scores of chosen and rejected. Decoders read the last real token of each response;
+    encoders run on unpadded chunks of rows (see unpad_chunks)."""
     _check_layout(batch, layout)
-    scores = _scores(reward_model, batch)
+    scores = _scores(reward_model, batch, pad_tolerance)
     B = batch.num_pairs
     return PairRewards(scores[:B], scores[B:])
 
 
-def sequence_rewards(reward_model, batch: SequenceBatch) -> torch.Tensor:
+def sequence_rewards(reward_model, batch: SequenceBatch, pad_tolerance: float = 0.05) -> torch.Tensor:
     """(B, K) scores of single responses (scoring files of unpaired responses)."""
     if not isinstance(batch, SequenceBatch):
         raise TypeError(f"sequence_rewards needs a SequenceBatch, got {type(batch).__name__}")
-    return _scores(reward_model, batch)
+    return _scores(reward_model, batch, pad_tolerance)
 
 
 class ForwardModule(torch.nn.Module):

@@ -57,6 +57,12 @@ class RMConfig(TrainConfig):
     attribute_loss_weight: float = opt(1.0, "weight of the attribute heads' loss next to the overall head's")
     ensemble: EnsembleConfig = opt(help="ensemble settings", factory=EnsembleConfig)
     eval_batch_size: int = opt(32, "pairs per evaluation batch")
+    disable_dropout: bool = opt(True, "set every dropout probability of the backbone to 0 (as TRL's RewardTrainer "
+                                      "does): the BT margin then is not noise, and pieces/accumulation are exact")
+    pad_tolerance: float = opt(0.05, "encoders: the rows of a batch run in length-sorted chunks whose padding share "
+                                     "stays under this (0 = no padding computed, 1 = one padded block)")
+    micro_tokens: int = opt(2048, "most tokens one forward/backward holds: a batch whose pairs need more is run in "
+                                  "pieces with gradients summed (same update, bounded memory; 0 = no limit)")
 
     def validate(self) -> None:
         super().validate()
@@ -69,6 +75,10 @@ class RMConfig(TrainConfig):
             raise ValueError(f"ensemble.size: must be >= 1, got {self.ensemble.size}")
         if self.heads and "overall" in self.heads:
             raise ValueError("heads: 'overall' is always trained (from chosen/rejected); list attributes only")
+        if not 0 <= self.pad_tolerance <= 1:
+            raise ValueError(f"pad_tolerance: must be in [0, 1], got {self.pad_tolerance}")
+        if self.micro_tokens < 0:
+            raise ValueError(f"micro_tokens: must be >= 0 (0 = no limit), got {self.micro_tokens}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
 
@@ -168,15 +178,27 @@ class RMBatch:
         return RMBatch(inner, *(mv(getattr(self, f)) for f in ("margin", "confidence", "is_tie", "verdicts", "weights")))
 
 
-def make_collate(data: PairData, weights, layout: str, pad_id: int, encoder: bool):
+def pair_cost(item, layout: str, encoder: bool) -> int:
+    """Tokens a pair puts through the model: both full sequences for encoders (run unpadded), the
+    shared row for prefix-shared / packed decoders, two rows as wide as the longer side when padded."""
+    p, c, r = len(item.prompt_ids), len(item.chosen_ids), len(item.rejected_ids)
+    if encoder:
+        return 2 * p + c + r
+    return p + c + r if layout in ("shared", "packed") else 2 * (p + max(c, r))
+
+
+def make_collate(data: PairData, weights, layout: str, pad_id: int, encoder: bool, max_tokens: int = 0):
+    """collate(items) -> list of RMBatch pieces: the micro-batch's pairs split so that each piece
+    costs <= max_tokens (first-fit decreasing; a longer pair is a piece alone; 0 = one piece)."""
     from preftune.batching import (
+        _pack_rows,
         collate_pairs_packed,
         collate_pairs_padded,
         collate_pairs_shared,
         pair_length,
     )
 
-    def collate(items: list) -> RMBatch:
+    def one(items: list) -> RMBatch:
         idx = [it.index for it in items]
         if layout == "packed":
             # rows as long as the batch's longest pair: packing never lengthens the widest row
@@ -186,6 +208,12 @@ def make_collate(data: PairData, weights, layout: str, pad_id: int, encoder: boo
         else:
             b = collate_pairs_padded(items, pad_id, "right", encoder)
         return RMBatch(b, data.margin[idx], data.confidence[idx], data.is_tie[idx], data.verdicts[idx], weights[idx])
+
+    def collate(items: list) -> list[RMBatch]:
+        if not max_tokens or sum(pair_cost(it, layout, encoder) for it in items) <= max_tokens:
+            return [one(items)]
+        pieces = _pack_rows([pair_cost(it, layout, encoder) for it in items], max_tokens)
+        return [one([items[i] for i in sorted(piece)]) for piece in pieces]
     return collate
 
 
@@ -221,7 +249,7 @@ class RewardForward:
     so that DDP sees one forward call per micro-batch."""
 
     @staticmethod
-    def build(model):
+    def build(model, pad_tolerance: float = 0.05):
         import torch
 
         from preftune.models.forward import pair_rewards
@@ -232,7 +260,7 @@ class RewardForward:
                 self.model = model
 
             def forward(self, rb: RMBatch):
-                r = pair_rewards(self.model, rb.batch)
+                r = pair_rewards(self.model, rb.batch, pad_tolerance=pad_tolerance)
                 return r.chosen.float(), r.rejected.float()
 
         return _Wrapper(model)
@@ -451,11 +479,15 @@ def _train_one(cfg: RMConfig) -> Path:
     model = load_reward_model(cfg.model, num_labels=E * (1 + len(heads)), dtype=cfg.dtype,
                               **({} if encoder else {"attn_implementation": "sdpa"}))
     model.config.pad_token_id = tok.pad_token_id
+    if cfg.disable_dropout:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora, "SEQ_CLS")
-    wrapper = RewardForward.build(model)
+    wrapper = RewardForward.build(model, cfg.pad_tolerance)
     per_process = math.ceil(len(data.items) / cfg.batch_size / acc.num_processes)
     num_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * per_process) // cfg.grad_accum)
     optimizer, scheduler = build_optimizer(wrapper, cfg, num_steps)
@@ -463,7 +495,7 @@ def _train_one(cfg: RMConfig) -> Path:
     acc.register_for_checkpointing(scheduler)  # stepped by us once per optimiser step (not per process)
 
     weights = bootstrap_weights(len(data.items), E, cfg.seed, cfg.ensemble.bootstrap)
-    collate = make_collate(data, weights, layout, tok.pad_token_id, encoder)
+    collate = make_collate(data, weights, layout, tok.pad_token_id, encoder, cfg.micro_tokens)
     window = cfg.grad_accum * acc.num_processes
     schedule = micro_batches(data, cfg, layout, num_steps * window)
     counted = counted_per_batch(data, schedule, cfg.ties)
@@ -491,15 +523,16 @@ def _train_one(cfg: RMConfig) -> Path:
         n_attr = sum(counted[k][1] for k in mine)
         tally = Tally(heads)
         for i in range(cfg.grad_accum):
-            rb = next(it)
-            sync = i == cfg.grad_accum - 1
-            ctx = acc.no_sync(wrapper) if not sync else _null()
-            with ctx:
-                chosen, rejected = wrapper(rb)
-                out = rm_loss(chosen, rejected, rb, cfg, len(heads), n_overall, n_attr)
-                # accelerate divides by grad_accum; our loss already sums to the window mean
-                acc.backward(out["loss"] * cfg.grad_accum)
-            tally.add(out, float(out["loss"].detach()))
+            pieces = next(it)  # one micro-batch, in pieces under micro_tokens
+            for j, rb in enumerate(pieces):
+                sync = i == cfg.grad_accum - 1 and j == len(pieces) - 1
+                ctx = acc.no_sync(wrapper) if not sync else _null()
+                with ctx:
+                    chosen, rejected = wrapper(rb)
+                    out = rm_loss(chosen, rejected, rb, cfg, len(heads), n_overall, n_attr)
+                    # accelerate divides by grad_accum; our loss already sums to the window mean
+                    acc.backward(out["loss"] * cfg.grad_accum)
+                tally.add(out, float(out["loss"].detach()))
         norm = acc.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else _grad_norm(params)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
@@ -552,10 +585,11 @@ def evaluate_pairs(wrapper, data: PairData, cfg: RMConfig, heads: list[str], lay
     device = next(wrapper.parameters()).device
     with torch.no_grad():
         for b in batches:
-            rb = collate([data.items[i] for i in b]).to(device)
-            chosen, rejected = wrapper(rb)
-            out = rm_loss(chosen, rejected, rb, cfg, len(heads), *total)
-            tally.add(out, float(out["loss"].detach()))
+            for rb in collate([data.items[i] for i in b]):
+                rb = rb.to(device)
+                chosen, rejected = wrapper(rb)
+                out = rm_loss(chosen, rejected, rb, cfg, len(heads), *total)
+                tally.add(out, float(out["loss"].detach()))
     wrapper.train(was_training)
     return tally.metrics("eval")
 

@@ -42,12 +42,36 @@ def test_uncertain_responses_above_quantile():
 def test_bon_curve_by_hand():
     proxy = np.array([[1.0, 3.0, 2.0, 5.0], [4.0, 1.0, 6.0, 0.0]])
     judge = np.array([[10.0, 30.0, 20.0, 50.0], [40.0, 10.0, 60.0, 0.0]])
-    rows = bon.bon_curve(proxy, judge, [1, 2, 4])
+    rows = bon.bon_curve(proxy, judge, [1, 2, 4], estimator="nested")
     assert [r["proxy"] for r in rows] == [2.5, 3.5, 5.5]  # picks (1,4), (3,4), (5,6)
     assert [r["judge"] for r in rows] == [25.0, 35.0, 55.0]
+    assert [r["judge_gain"] for r in rows] == [0.0, 10.0, 30.0]
     assert rows[2]["kl_bound"] == pytest.approx(math.log(4) - 0.75)
+    # all subsets: N=1 is the mean of every sample, N=4 the best; N=2 by hand: ascending ranks weigh
+    # C(i, 1) / C(4, 2) = 0, 1/6, 2/6, 3/6 -> row 1 (1,2,3,5): 23/6, row 2 (0,1,4,6): 27/6
+    rows = bon.bon_curve(proxy, judge, [1, 2, 4])
+    assert [r["proxy"] for r in rows] == pytest.approx([2.75, 50 / 12, 5.5])
+    assert [r["judge"] for r in rows] == pytest.approx([27.5, 500 / 12, 55.0])
     with pytest.raises(ValueError, match="outside"):
         bon.bon_curve(proxy, judge, [8])
+
+
+def test_bon_all_subsets_equals_enumeration():
+    """The rank weights give exactly the mean over every n-subset of the best sample's judge score."""
+    import itertools
+
+    rng = np.random.default_rng(1)
+    proxy, judge = rng.normal(size=(5, 7)), rng.normal(size=(5, 7))
+    rows = bon.bon_curve(proxy, judge, [1, 2, 3, 5, 7])
+    for r in rows:
+        n, want = r["n"], []
+        for p in range(5):
+            subsets = list(itertools.combinations(range(7), n))
+            want.append(np.mean([judge[p, max(s, key=lambda i: proxy[p, i])] for s in subsets]))
+        assert r["judge"] == pytest.approx(np.mean(want), abs=1e-12)
+        lo, hi = r["judge_ci95"]
+        assert lo <= r["judge"] <= hi
+    assert bon.subset_max_weights(7, 3).sum() == pytest.approx(1.0)
 
 
 def test_bon_length_proxy_overoptimises_gold():

@@ -170,6 +170,39 @@ def test_encoder_rewards_pooled():
         pair_rewards(rm, collate_pairs_shared(items, tok.pad_token_id))
 
 
+def test_unpad_chunks_bound_the_padding_share():
+    from preftune.models.forward import unpad_chunks
+
+    lengths = [5, 100, 98, 7, 60, 100, 3, 59]
+    assert unpad_chunks(lengths, 0.0) == [[1, 5], [2], [4], [7], [3], [0], [6]]  # equal lengths only
+    assert unpad_chunks(lengths, 1.0) == [[1, 5, 2, 4, 7, 3, 0, 6]]
+    for tol in (0.0, 0.05, 0.2, 0.5):
+        chunks = unpad_chunks(lengths, tol)
+        assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))  # every row exactly once
+        for c in chunks:
+            width = max(lengths[i] for i in c)
+            assert width * len(c) - sum(lengths[i] for i in c) <= tol * width * len(c) + 1e-9
+    with pytest.raises(ValueError, match="pad_tolerance"):
+        unpad_chunks(lengths, 1.5)
+
+
+def test_encoder_unpadded_chunks_equal_one_padded_block():
+    """pad_tolerance only changes how rows are grouped: every grouping gives the padded block's scores."""
+    tok = load_tokenizer("tiny-bert")
+    rm = load_reward_model("tiny-bert", num_labels=3).eval()
+    items, _ = tokenize_pairs(_records(), tok, 128)
+    batch = collate_pairs_padded(items, tok.pad_token_id, "right", encoder=True)
+    widths = batch.attention_mask.sum(1)
+    assert widths.min() < widths.max()  # rows of different lengths, so chunking does trim padding
+    with torch.no_grad():
+        block = pair_rewards(rm, batch, pad_tolerance=1.0)
+        for tol in (0.0, 0.05, 0.3):
+            out = pair_rewards(rm, batch, pad_tolerance=tol)
+            torch.testing.assert_close(out.chosen, block.chosen, **TOL)
+            torch.testing.assert_close(out.rejected, block.rejected, **TOL)
+    assert block.chosen.std() > 0
+
+
 def test_peft_wrapped_models(tok, items):
     peft = pytest.importorskip("peft")
     model = load_policy("tiny-llama").eval()

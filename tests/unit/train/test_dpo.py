@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from _dpo_helpers import make_world_files, read_run, run_stage, single_thread, train_rows
+from helpers import read_run, run_stage, train_rows
 
 from preftune.config import load_config
 from preftune.train.dpo import DPOConfig, train_dpo
@@ -15,16 +15,6 @@ from preftune.train.dpo import DPOConfig, train_dpo
 LOG2 = math.log(2.0)
 KEYS = ("train/loss", "train/grad_norm", "train/rewards/margin", "train/logps/chosen", "train/kl")
 
-
-
-@pytest.fixture(scope="module")
-def world_files(tmp_path_factory):
-    return make_world_files(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    yield from single_thread()
 
 def _dpo(tmp_path, name, data, *overrides):
     return run_stage(DPOConfig, train_dpo, tmp_path / name, data, *overrides)

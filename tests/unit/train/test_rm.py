@@ -195,6 +195,50 @@ def test_layouts_give_the_same_first_step(tmp_path):
             assert r[k] == pytest.approx(rows[0][k], abs=1e-5), k
 
 
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-bert"])
+def test_micro_tokens_split_a_batch_into_the_same_update(tmp_path, model):
+    """A token budget runs a batch in pieces with summed gradients: the step equals the unsplit one."""
+    from safetensors.torch import load_file
+
+    from preftune.train.rm import train_rm
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _rows(4)))
+    rows, finals = [], []
+    for budget in (0, 40):  # 40 tokens: about one pair per piece
+        out = tmp_path / f"b{budget}"
+        final = train_rm(_cfg(model=model, data=str(data), out=str(out), batch_size=4, max_steps=1, lr=1e-3,
+                              max_length=48, micro_tokens=budget, heads=["helpfulness"], report_to="none"))
+        rows.append(json.loads((out / "metrics.jsonl").read_text().splitlines()[0]))
+        finals.append(load_file(str(final / "model.safetensors")))
+    for k in ("train/loss", "train/grad_norm", "train/accuracy", "train/rewards/chosen", "train/heads/helpfulness/accuracy"):
+        assert rows[1][k] == pytest.approx(rows[0][k], abs=1e-5), k
+    # Adam's first step is ~lr * sign(g): summation-order noise on near-zero gradients (LayerNorm biases)
+    # moves a weight by up to ~lr / 20 = 5e-5, while every weight moves by ~lr = 1e-3. The head's bias is
+    # left out: BT only sees r_c - r_r, so its gradient is 0 but for float noise, which Adam turns into +-lr.
+    for k in finals[0]:
+        if k.endswith("classifier.bias"):
+            continue
+        assert torch.allclose(finals[0][k], finals[1][k], atol=1e-4), k
+
+
+def test_micro_tokens_pieces_cover_every_pair_once():
+    from preftune.models import load_tokenizer
+    from preftune.train.rm import make_collate, pair_cost, prepare_pairs
+
+    tok = load_tokenizer("tiny-llama")
+    recs = [record_from_dict(r) for r in _rows(6)]
+    data = prepare_pairs(recs, tok, _cfg(max_length=48), [], encoder=False)
+    cost = [pair_cost(it, "shared", False) for it in data.items]
+    budget = max(cost) + 1
+    pieces = make_collate(data, torch.ones(6, 1), "shared", tok.pad_token_id, False, budget)(data.items)
+    assert len(pieces) > 1
+    assert sorted(i for rb in pieces for i in rb.batch.indices) == list(range(6))
+    for rb in pieces:
+        assert sum(cost[i] for i in rb.batch.indices) <= budget
+    assert len(make_collate(data, torch.ones(6, 1), "shared", tok.pad_token_id, False, 0)(data.items)) == 1
+
+
 def test_rated_rows_become_pairs_with_margins_and_labels(tmp_path):
     from preftune.models import load_tokenizer
     from preftune.train.rm import load_pairs, prepare_pairs, resolve_heads

@@ -5,22 +5,12 @@ import json
 import math
 
 import pytest
-from _dpo_helpers import make_world_files, run_stage, single_thread, train_rows
+from helpers import run_stage, train_rows
 
 from preftune.train.sft import SFTConfig, read_sft_rows, train_sft
 
 KEYS = ("train/loss", "train/grad_norm")
 
-
-
-@pytest.fixture(scope="module")
-def world_files(tmp_path_factory):
-    return make_world_files(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    yield from single_thread()
 
 def _sft(tmp_path, name, data, *overrides):
     return run_stage(SFTConfig, train_sft, tmp_path / name, data, *overrides)
