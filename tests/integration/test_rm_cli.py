@@ -35,10 +35,11 @@ def _metrics(run):
 
 
 def test_train_resume_reproduces_unbroken_run(world, tmp_path):
-    # tiny-bert has dropout: equal losses also prove the RNG state is restored
+    # dropout kept on (tiny-bert has it): equal losses also prove the RNG state is restored
     run = tmp_path / "rm"
     args = ["train", "rm", "--model", "tiny-bert", "--data", str(world / "small.jsonl"), "--out", str(run),
-            "max_steps=4", "batch_size=4", "save_every=2", "max_length=64", "report_to=none", "heads=auto"]
+            "max_steps=4", "batch_size=4", "save_every=2", "max_length=64", "report_to=none", "heads=auto",
+            "disable_dropout=false"]
     assert main(args) == 0
     full = _metrics(run)
     assert [r["step"] for r in full] == [1, 2, 3, 4]
@@ -164,12 +165,12 @@ def test_two_process_ddp_equals_one_process_with_accumulation(tmp_path, world):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {name: _metrics(tmp_path / name) for name in ("one", "ddp")}
     assert len(rows["one"]) == len(rows["ddp"]) == 2
-    keys = [k for k in rows["one"][0] if k.startswith("train/") and k != "train/epoch"]
-    assert "train/heads/correctness/accuracy" in keys or any("/heads/" in k for k in keys)
+    assert any("/heads/" in k for r in rows["one"] for k in r)  # the attribute heads are compared too
     for a, b in zip(rows["one"], rows["ddp"]):
         assert set(a) == set(b)
-        for k in keys:
-            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-5), k
+        for k in a:
+            if k.startswith("train/"):
+                assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-5), k
     w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
     for k in w1:  # Adam's first steps are ~lr * sign(g): summation-order noise stays well under lr / 10
         assert torch.allclose(w1[k], w2[k], atol=1e-4), k

@@ -18,16 +18,28 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from preftune.config import opt
 from preftune.train.common import TrainConfig
+from preftune.train.rm_data import (
+    MISSING,
+    VERDICT_CODES,
+    PairData,
+    RMBatch,
+    bootstrap_weights,
+    counted_per_batch,
+    load_pairs,
+    make_collate,
+    micro_batches,
+    pair_cost,
+    prepare_pairs,
+    resolve_heads,
+)
+from preftune.train.rm_loss import RewardForward, Tally, rm_loss
 
 CONFIDENCE_MODES = ("off", "soft", "weight")
 LAYOUT_CHOICES = ("auto", "padded", "shared", "packed")
 ENSEMBLE_MODES = ("heads", "members")
-VERDICT_CODES = {"chosen": 1, "rejected": -1, "tie": 0}  # = losses.pairwise.VERDICT_*
-MISSING = -100
 
 
 @dataclass
@@ -82,268 +94,6 @@ class RMConfig(TrainConfig):
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
 
-
-# --------------------------------------------------------------------------- data
-
-@dataclass
-class PairData:
-    """Tokenised pairs and their per-pair labels (P pairs, A attribute heads, E ensemble heads)."""
-    items: list            # list[PairTokens], item.index = position in `records`
-    records: list          # list[PairRecord] in input order
-    margin: Any            # (P,) float, row margin (0 when absent)
-    confidence: Any        # (P,) float, row confidence (1 when absent)
-    is_tie: Any            # (P,) bool, close: true
-    verdicts: Any          # (P, A) long, VERDICT_* codes, MISSING where the row is silent
-    report: Any            # TokenizeReport
-
-
-def load_pairs(path: str, rated_min_margin: float = 0.0) -> tuple[list, dict]:
-    """PairRecords of a file; rated rows become pairs with a margin. ValueError names file/line/field."""
-    from preftune.data.io import read_records
-    from preftune.data.records import PairRecord, RatedRecord
-
-    pairs, counts = [], {"num_pair_rows": 0, "num_rated_rows": 0, "num_pairs_from_rated": 0}
-    for i, rec in enumerate(read_records(path)):
-        if isinstance(rec, PairRecord):
-            pairs.append(rec)
-            counts["num_pair_rows"] += 1
-        elif isinstance(rec, RatedRecord):
-            new = rec.to_pairs(rated_min_margin)
-            pairs += new
-            counts["num_rated_rows"] += 1
-            counts["num_pairs_from_rated"] += len(new)
-        else:
-            msg = (f"{path}: row {i + 1} is an unpaired row (prompt/completion/label); a reward model "
-                   "trains on pairs (prompt/chosen/rejected) or rated rows (completions/scores)")
-            raise ValueError(msg)  # noqa: TRY004 (user input: the CLI reports ValueErrors)
-    if not pairs:
-        raise ValueError(f"{path}: no pairs to train on")
-    return pairs, counts
-
-
-def resolve_heads(heads: list[str], records: list) -> list[str]:
-    """The attribute head names: as given, or every attribute present when heads == ['auto']."""
-    if list(heads) == ["auto"]:
-        return sorted({k for r in records for k in (r.attributes or {})})
-    return list(heads)
-
-
-def prepare_pairs(records: list, tokenizer, cfg: RMConfig, heads: list[str], encoder: bool) -> PairData:
-    import torch
-
-    from preftune.tokenize import tokenize_pairs
-
-    items, report = tokenize_pairs(records, tokenizer, cfg.max_length, cfg.max_prompt_length,
-                                   cfg.on_overlong, encoder=encoder)
-    recs = [records[it.index] for it in items]
-    for k, it in enumerate(items):  # labels below are indexed by position in `items`
-        it.index = k
-    margin = torch.tensor([float(r.margin or 0.0) for r in recs])
-    conf = torch.tensor([1.0 if r.confidence is None else float(r.confidence) for r in recs])
-    ties = torch.tensor([bool(r.close) for r in recs], dtype=torch.bool)
-    verdicts = torch.full((len(recs), len(heads)), MISSING, dtype=torch.long)
-    for i, r in enumerate(recs):
-        for j, h in enumerate(heads):
-            v = (r.attributes or {}).get(h)
-            if v is not None:
-                verdicts[i, j] = VERDICT_CODES[v]
-    return PairData(items, recs, margin, conf, ties, verdicts, report)
-
-
-def bootstrap_weights(num_pairs: int, num_heads: int, seed: int, enabled: bool):
-    """(P, E) Poisson(1) counts: head e trains on its own resample of the pairs (ones when off / E = 1)."""
-    import torch
-
-    if not enabled or num_heads == 1:
-        return torch.ones(num_pairs, num_heads)
-    g = torch.Generator().manual_seed(10_007 * seed + 17)
-    return torch.poisson(torch.ones(num_pairs, num_heads), generator=g)
-
-
-@dataclass
-class RMBatch:
-    """One micro-batch: the model batch plus per-pair labels (B pairs, A attributes, E ensemble heads)."""
-    batch: Any          # PairBatch | SharedPairBatch
-    margin: Any         # (B,)
-    confidence: Any     # (B,)
-    is_tie: Any         # (B,) bool
-    verdicts: Any       # (B, A)
-    weights: Any        # (B, E)
-
-    def to(self, device, non_blocking: bool = False) -> RMBatch:
-        def mv(x):
-            return x.to(device, non_blocking=non_blocking) if hasattr(x, "to") and not isinstance(x, RMBatch) else x
-        inner = replace(self.batch, **{f: mv(getattr(self.batch, f)) for f in self.batch.__dataclass_fields__
-                                       if hasattr(getattr(self.batch, f), "device")})
-        return RMBatch(inner, *(mv(getattr(self, f)) for f in ("margin", "confidence", "is_tie", "verdicts", "weights")))
-
-
-def pair_cost(item, layout: str, encoder: bool) -> int:
-    """Tokens a pair puts through the model: both full sequences for encoders (run unpadded), the
-    shared row for prefix-shared / packed decoders, two rows as wide as the longer side when padded."""
-    p, c, r = len(item.prompt_ids), len(item.chosen_ids), len(item.rejected_ids)
-    if encoder:
-        return 2 * p + c + r
-    return p + c + r if layout in ("shared", "packed") else 2 * (p + max(c, r))
-
-
-def make_collate(data: PairData, weights, layout: str, pad_id: int, encoder: bool, max_tokens: int = 0):
-    """collate(items) -> list of RMBatch pieces: the micro-batch's pairs split so that each piece
-    costs <= max_tokens (first-fit decreasing; a longer pair is a piece alone; 0 = one piece)."""
-    from preftune.batching import (
-        _pack_rows,
-        collate_pairs_packed,
-        collate_pairs_padded,
-        collate_pairs_shared,
-        pair_length,
-    )
-
-    def one(items: list) -> RMBatch:
-        idx = [it.index for it in items]
-        if layout == "packed":
-            # rows as long as the batch's longest pair: packing never lengthens the widest row
-            b = collate_pairs_packed(items, pad_id, max(pair_length(it) for it in items))
-        elif layout == "shared":
-            b = collate_pairs_shared(items, pad_id)
-        else:
-            b = collate_pairs_padded(items, pad_id, "right", encoder)
-        return RMBatch(b, data.margin[idx], data.confidence[idx], data.is_tie[idx], data.verdicts[idx], weights[idx])
-
-    def collate(items: list) -> list[RMBatch]:
-        if not max_tokens or sum(pair_cost(it, layout, encoder) for it in items) <= max_tokens:
-            return [one(items)]
-        pieces = _pack_rows([pair_cost(it, layout, encoder) for it in items], max_tokens)
-        return [one([items[i] for i in sorted(piece)]) for piece in pieces]
-    return collate
-
-
-def micro_batches(data: PairData, cfg: RMConfig, layout: str, num_micro: int) -> list[list[int]]:
-    """The run's whole micro-batch schedule: epoch e is length-grouped with seed + e, epochs concatenated."""
-    from preftune.batching import length_grouped_batches, pair_length
-
-    lengths = [pair_length(it, layout) for it in data.items]
-    out, epoch = [], 0
-    while len(out) < num_micro:
-        out += length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch)
-        epoch += 1
-    return out[:num_micro]
-
-
-def counted_per_batch(data: PairData, schedule: list[list[int]], ties: str) -> list[tuple[int, int]]:
-    """(overall pairs counted, attribute entries counted) per micro-batch: known before any forward."""
-    out = []
-    for b in schedule:
-        tie, v = data.is_tie[b], data.verdicts[b]
-        n_overall = int((~tie).sum()) if ties == "skip" else len(b)
-        present = v != MISSING
-        # attribute heads take ties as half wins only with ties=half (multi_head_loss has no Rao-Kupper)
-        n_attr = int(present.sum()) if ties == "half" else int((present & (v != 0)).sum())
-        out.append((n_overall, n_attr))
-    return out
-
-
-# --------------------------------------------------------------------------- loss
-
-class RewardForward:
-    """nn.Module factory (torch imported lazily): forward(RMBatch) -> (chosen, rejected) scores (B, C),
-    so that DDP sees one forward call per micro-batch."""
-
-    @staticmethod
-    def build(model, pad_tolerance: float = 0.05):
-        import torch
-
-        from preftune.models.forward import pair_rewards
-
-        class _Wrapper(torch.nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, rb: RMBatch):
-                r = pair_rewards(self.model, rb.batch, pad_tolerance=pad_tolerance)
-                return r.chosen.float(), r.rejected.float()
-
-        return _Wrapper(model)
-
-
-def rm_loss(chosen, rejected, rb: RMBatch, cfg: RMConfig, num_attrs: int, n_overall: int, n_attr: int) -> dict:
-    """Loss of one micro-batch, normalised by the window's counts (sums, so accumulation is exact).
-
-    chosen, rejected: (B, C) scores with C = E * (1 + A). Returns {"loss": (), "correct": (B,) bool,
-    "margins": (B,), "head_correct": (A,) counts, "head_decided": (A,) counts, "chosen"/"rejected": (B,)}.
-    """
-    import torch
-
-    from preftune.losses.pairwise import bradley_terry_loss, multi_head_loss
-
-    per = 1 + num_attrs
-    E = chosen.shape[1] // per
-    conf = rb.confidence if cfg.confidence == "soft" else None
-    base_w = rb.confidence if cfg.confidence == "weight" else torch.ones_like(rb.confidence)
-    margin = rb.margin * cfg.margin_scale if cfg.margin_scale else None
-    total = chosen.new_zeros(())
-    head_correct = torch.zeros(num_attrs)
-    head_decided = torch.zeros(num_attrs)
-    for e in range(E):
-        c, r = chosen[:, e * per], rejected[:, e * per]
-        out = bradley_terry_loss(c, r, margin=margin, confidence=conf, label_smoothing=cfg.label_smoothing,
-                                 tie_mask=rb.is_tie, tie_mode=cfg.ties, rao_kupper_log_theta=cfg.rao_kupper_log_theta,
-                                 weights=base_w * rb.weights[:, e])
-        loss = out.losses.sum() / max(n_overall, 1)
-        if cfg.center_coef:
-            sq = torch.where(out.counted, (c + r) ** 2, torch.zeros_like(c))
-            loss = loss + cfg.center_coef * sq.sum() / max(n_overall, 1)
-        if num_attrs:
-            sl = slice(e * per + 1, (e + 1) * per)
-            mh = multi_head_loss(chosen[:, sl], rejected[:, sl], rb.verdicts, tie_mode="half" if cfg.ties == "half" else "skip")
-            w = rb.weights[:, e:e + 1]
-            loss = loss + cfg.attribute_loss_weight * (mh.losses * w).sum() / max(n_attr, 1)
-        total = total + loss / E
-    # reported: the ensemble-mean reward of the overall head
-    c_mean = chosen[:, 0::per].mean(1).detach()
-    r_mean = rejected[:, 0::per].mean(1).detach()
-    margins = c_mean - r_mean
-    if num_attrs:
-        d = (chosen[:, 1:per] - rejected[:, 1:per]).detach()
-        for e in range(1, E):
-            d = d + (chosen[:, e * per + 1:(e + 1) * per] - rejected[:, e * per + 1:(e + 1) * per]).detach()
-        decided = (rb.verdicts != MISSING) & (rb.verdicts != 0)
-        right = decided & (torch.sign(d) == rb.verdicts.to(d.dtype))
-        head_correct, head_decided = right.sum(0).float(), decided.sum(0).float()
-    return {"loss": total, "correct": (margins > 0) & ~rb.is_tie, "decided": ~rb.is_tie, "margins": margins,
-            "chosen": c_mean, "rejected": r_mean, "head_correct": head_correct, "head_decided": head_decided}
-
-
-class Tally:
-    """Sums of a window's (or an evaluation's) statistics -> metrics dict."""
-
-    def __init__(self, heads: list[str]):
-        self.heads, self.loss, self.n = heads, 0.0, 0
-        self.correct = self.decided = self.margin = self.chosen = self.rejected = 0.0
-        self.head_correct = [0.0] * len(heads)
-        self.head_decided = [0.0] * len(heads)
-
-    def add(self, out: dict, loss_value: float) -> None:
-        self.loss += loss_value
-        self.n += int(out["chosen"].numel())
-        self.correct += float(out["correct"].sum())
-        self.decided += float(out["decided"].sum())
-        self.margin += float(out["margins"].sum())
-        self.chosen += float(out["chosen"].sum())
-        self.rejected += float(out["rejected"].sum())
-        for j in range(len(self.heads)):
-            self.head_correct[j] += float(out["head_correct"][j])
-            self.head_decided[j] += float(out["head_decided"][j])
-
-    def metrics(self, prefix: str) -> dict:
-        n = max(self.n, 1)
-        m = {f"{prefix}/loss": self.loss, f"{prefix}/accuracy": self.correct / self.decided if self.decided else math.nan,
-             f"{prefix}/margin": self.margin / n, f"{prefix}/rewards/chosen": self.chosen / n,
-             f"{prefix}/rewards/rejected": self.rejected / n}
-        for j, h in enumerate(self.heads):
-            if self.head_decided[j]:
-                m[f"{prefix}/heads/{h}/accuracy"] = self.head_correct[j] / self.head_decided[j]
-        return m
 
 
 # --------------------------------------------------------------------------- the loop
@@ -449,9 +199,9 @@ def _train_one(cfg: RMConfig) -> Path:
         progress,
         save_checkpoint,
         save_final,
-        start_run,
         truncate_metrics,
     )
+    from preftune.train.loop import open_run
 
     # 1. everything that can fail on user input, before the run folder or the model
     tok, encoder = _check_model(cfg.model)
@@ -467,7 +217,7 @@ def _train_one(cfg: RMConfig) -> Path:
     eval_data = prepare_pairs(eval_records, tok, cfg, heads, encoder) if eval_records else None
 
     acc = make_accelerator(cfg)
-    run = start_run(cfg, "rm", is_main=acc.is_main_process)
+    run = open_run(cfg, "rm", acc)  # the main process creates the folder while the others wait
     tok_report = {"train": _report_dict(data.report, counts)}
     if eval_data is not None:
         tok_report["eval"] = _report_dict(eval_data.report, {})
@@ -517,10 +267,10 @@ def _train_one(cfg: RMConfig) -> Path:
     step = start
     while step < num_steps:
         wrapper.train()
-        k0 = step * window + acc.process_index  # this process's first micro-batch in the global schedule
-        mine = [k0 + i * acc.num_processes for i in range(cfg.grad_accum)]
-        n_overall = sum(counted[k][0] for k in mine)
-        n_attr = sum(counted[k][1] for k in mine)
+        # normalised by the counts of the GLOBAL window (every process's micro-batches, known up front);
+        # DDP averages gradients over processes, so each loss is scaled back up by num_processes below
+        n_overall = sum(counted[k][0] for k in range(step * window, (step + 1) * window))
+        n_attr = sum(counted[k][1] for k in range(step * window, (step + 1) * window))
         tally = Tally(heads)
         for i in range(cfg.grad_accum):
             pieces = next(it)  # one micro-batch, in pieces under micro_tokens
@@ -530,8 +280,9 @@ def _train_one(cfg: RMConfig) -> Path:
                 with ctx:
                     chosen, rejected = wrapper(rb)
                     out = rm_loss(chosen, rejected, rb, cfg, len(heads), n_overall, n_attr)
-                    # accelerate divides by grad_accum; our loss already sums to the window mean
-                    acc.backward(out["loss"] * cfg.grad_accum)
+                    # accelerate divides by grad_accum and DDP averages over processes; the losses of the
+                    # window's micro-batches on every process already sum to the window mean
+                    acc.backward(out["loss"] * cfg.grad_accum * acc.num_processes)
                 tally.add(out, float(out["loss"].detach()))
         norm = acc.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else _grad_norm(params)
         lr = scheduler.get_last_lr()[0]
@@ -539,7 +290,7 @@ def _train_one(cfg: RMConfig) -> Path:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        metrics = tally.metrics("train")
+        metrics = tally.reduce(acc).metrics("train")
         metrics.update({"train/grad_norm": float(norm), "train/lr": lr, "train/epoch": step * window * cfg.batch_size / len(data.items)})
         if eval_data is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < num_steps:
             metrics.update(evaluate_pairs(wrapper, eval_data, cfg, heads, layout, tok.pad_token_id, encoder, E))
@@ -641,4 +392,7 @@ def run_train_rm(args) -> int:
     return 0
 
 
-__all__ = ["EnsembleConfig", "RMConfig", "load_pairs", "prepare_pairs", "register", "rm_loss", "train_rm"]
+# rm_data / rm_loss names stay importable from here (tests and callers use preftune.train.rm)
+__all__ = ["MISSING", "VERDICT_CODES", "EnsembleConfig", "PairData", "RMBatch", "RMConfig", "counted_per_batch",
+           "load_pairs", "make_collate", "pair_cost", "prepare_pairs", "register", "resolve_heads", "rm_loss",
+           "train_rm"]

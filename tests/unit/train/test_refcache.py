@@ -3,7 +3,6 @@ that a change of data, tokenisation or weights gives a new key (and the same inp
 
 import pytest
 import torch
-from _dpo_helpers import single_thread
 
 from preftune.batching import collate_pairs_padded, collate_pairs_shared
 from preftune.models import load_policy, load_tokenizer
@@ -14,11 +13,6 @@ from preftune.train import refcache
 ROWS = [{"prompt": f"Question {i}: " + "why " * i, "chosen": "Because " * (i + 1), "rejected": "No idea, " * (i + 2)}
         for i in range(5)]
 
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    yield from single_thread()
 
 @pytest.fixture(scope="module")
 def tok():

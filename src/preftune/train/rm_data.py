@@ -1,0 +1,173 @@
+"""Reward-model data: pair files -> tokenised pairs with per-pair labels -> the micro-batch schedule
+(length-grouped, every epoch reshuffled) -> collated RMBatch pieces under a token budget.
+
+P pairs, A attribute heads, E ensemble heads. Labels are indexed by a pair's position in `items`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from preftune.train.rm import RMConfig
+
+VERDICT_CODES = {"chosen": 1, "rejected": -1, "tie": 0}  # = losses.pairwise.VERDICT_*
+MISSING = -100
+
+
+@dataclass
+class PairData:
+    """Tokenised pairs and their per-pair labels (P pairs, A attribute heads, E ensemble heads)."""
+    items: list            # list[PairTokens], item.index = position in `records`
+    records: list          # list[PairRecord] in input order
+    margin: Any            # (P,) float, row margin (0 when absent)
+    confidence: Any        # (P,) float, row confidence (1 when absent)
+    is_tie: Any            # (P,) bool, close: true
+    verdicts: Any          # (P, A) long, VERDICT_* codes, MISSING where the row is silent
+    report: Any            # TokenizeReport
+
+
+def load_pairs(path: str, rated_min_margin: float = 0.0) -> tuple[list, dict]:
+    """PairRecords of a file; rated rows become pairs with a margin. ValueError names file/line/field."""
+    from preftune.data.io import read_records
+    from preftune.data.records import PairRecord, RatedRecord
+
+    pairs, counts = [], {"num_pair_rows": 0, "num_rated_rows": 0, "num_pairs_from_rated": 0}
+    for i, rec in enumerate(read_records(path)):
+        if isinstance(rec, PairRecord):
+            pairs.append(rec)
+            counts["num_pair_rows"] += 1
+        elif isinstance(rec, RatedRecord):
+            new = rec.to_pairs(rated_min_margin)
+            pairs += new
+            counts["num_rated_rows"] += 1
+            counts["num_pairs_from_rated"] += len(new)
+        else:
+            msg = (f"{path}: row {i + 1} is an unpaired row (prompt/completion/label); a reward model "
+                   "trains on pairs (prompt/chosen/rejected) or rated rows (completions/scores)")
+            raise ValueError(msg)  # noqa: TRY004 (user input: the CLI reports ValueErrors)
+    if not pairs:
+        raise ValueError(f"{path}: no pairs to train on")
+    return pairs, counts
+
+
+def resolve_heads(heads: list[str], records: list) -> list[str]:
+    """The attribute head names: as given, or every attribute present when heads == ['auto']."""
+    if list(heads) == ["auto"]:
+        return sorted({k for r in records for k in (r.attributes or {})})
+    return list(heads)
+
+
+def prepare_pairs(records: list, tokenizer, cfg: RMConfig, heads: list[str], encoder: bool) -> PairData:
+    import torch
+
+    from preftune.tokenize import tokenize_pairs
+
+    items, report = tokenize_pairs(records, tokenizer, cfg.max_length, cfg.max_prompt_length,
+                                   cfg.on_overlong, encoder=encoder)
+    recs = [records[it.index] for it in items]
+    for k, it in enumerate(items):  # labels below are indexed by position in `items`
+        it.index = k
+    margin = torch.tensor([float(r.margin or 0.0) for r in recs])
+    conf = torch.tensor([1.0 if r.confidence is None else float(r.confidence) for r in recs])
+    ties = torch.tensor([bool(r.close) for r in recs], dtype=torch.bool)
+    verdicts = torch.full((len(recs), len(heads)), MISSING, dtype=torch.long)
+    for i, r in enumerate(recs):
+        for j, h in enumerate(heads):
+            v = (r.attributes or {}).get(h)
+            if v is not None:
+                verdicts[i, j] = VERDICT_CODES[v]
+    return PairData(items, recs, margin, conf, ties, verdicts, report)
+
+
+def bootstrap_weights(num_pairs: int, num_heads: int, seed: int, enabled: bool):
+    """(P, E) Poisson(1) counts: head e trains on its own resample of the pairs (ones when off / E = 1)."""
+    import torch
+
+    if not enabled or num_heads == 1:
+        return torch.ones(num_pairs, num_heads)
+    g = torch.Generator().manual_seed(10_007 * seed + 17)
+    return torch.poisson(torch.ones(num_pairs, num_heads), generator=g)
+
+
+@dataclass
+class RMBatch:
+    """One micro-batch: the model batch plus per-pair labels (B pairs, A attributes, E ensemble heads)."""
+    batch: Any          # PairBatch | SharedPairBatch
+    margin: Any         # (B,)
+    confidence: Any     # (B,)
+    is_tie: Any         # (B,) bool
+    verdicts: Any       # (B, A)
+    weights: Any        # (B, E)
+
+    def to(self, device, non_blocking: bool = False) -> RMBatch:
+        def mv(x):
+            return x.to(device, non_blocking=non_blocking) if hasattr(x, "to") and not isinstance(x, RMBatch) else x
+        inner = replace(self.batch, **{f: mv(getattr(self.batch, f)) for f in self.batch.__dataclass_fields__
+                                       if hasattr(getattr(self.batch, f), "device")})
+        return RMBatch(inner, *(mv(getattr(self, f)) for f in ("margin", "confidence", "is_tie", "verdicts", "weights")))
+
+
+def pair_cost(item, layout: str, encoder: bool) -> int:
+    """Tokens a pair puts through the model: both full sequences for encoders (run unpadded), the
+    shared row for prefix-shared / packed decoders, two rows as wide as the longer side when padded."""
+    p, c, r = len(item.prompt_ids), len(item.chosen_ids), len(item.rejected_ids)
+    if encoder:
+        return 2 * p + c + r
+    return p + c + r if layout in ("shared", "packed") else 2 * (p + max(c, r))
+
+
+def make_collate(data: PairData, weights, layout: str, pad_id: int, encoder: bool, max_tokens: int = 0):
+    """collate(items) -> list of RMBatch pieces: the micro-batch's pairs split so that each piece
+    costs <= max_tokens (first-fit decreasing; a longer pair is a piece alone; 0 = one piece)."""
+    from preftune.batching import (
+        _pack_rows,
+        collate_pairs_packed,
+        collate_pairs_padded,
+        collate_pairs_shared,
+        pair_length,
+    )
+
+    def one(items: list) -> RMBatch:
+        idx = [it.index for it in items]
+        if layout == "packed":
+            # rows as long as the batch's longest pair: packing never lengthens the widest row
+            b = collate_pairs_packed(items, pad_id, max(pair_length(it) for it in items))
+        elif layout == "shared":
+            b = collate_pairs_shared(items, pad_id)
+        else:
+            b = collate_pairs_padded(items, pad_id, "right", encoder)
+        return RMBatch(b, data.margin[idx], data.confidence[idx], data.is_tie[idx], data.verdicts[idx], weights[idx])
+
+    def collate(items: list) -> list[RMBatch]:
+        if not max_tokens or sum(pair_cost(it, layout, encoder) for it in items) <= max_tokens:
+            return [one(items)]
+        pieces = _pack_rows([pair_cost(it, layout, encoder) for it in items], max_tokens)
+        return [one([items[i] for i in sorted(piece)]) for piece in pieces]
+    return collate
+
+
+def micro_batches(data: PairData, cfg: RMConfig, layout: str, num_micro: int) -> list[list[int]]:
+    """The run's whole micro-batch schedule: epoch e is length-grouped with seed + e, epochs concatenated."""
+    from preftune.batching import length_grouped_batches, pair_length
+
+    lengths = [pair_length(it, layout) for it in data.items]
+    out, epoch = [], 0
+    while len(out) < num_micro:
+        out += length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch)
+        epoch += 1
+    return out[:num_micro]
+
+
+def counted_per_batch(data: PairData, schedule: list[list[int]], ties: str) -> list[tuple[int, int]]:
+    """(overall pairs counted, attribute entries counted) per micro-batch: known before any forward."""
+    out = []
+    for b in schedule:
+        tie, v = data.is_tie[b], data.verdicts[b]
+        n_overall = int((~tie).sum()) if ties == "skip" else len(b)
+        present = v != MISSING
+        # attribute heads take ties as half wins only with ties=half (multi_head_loss has no Rao-Kupper)
+        n_attr = int(present.sum()) if ties == "half" else int((present & (v != 0)).sum())
+        out.append((n_overall, n_attr))
+    return out
