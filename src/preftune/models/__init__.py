@@ -159,6 +159,11 @@ def load_tokenizer(name: str | os.PathLike):
         raise ValueError(f"cannot load a tokenizer for model {name!r} from {path}: {e}") from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    # preftune tokenises whole texts and then truncates to max_length itself, with a count in the run's
+    # report; transformers' "sequence length is longer than the specified maximum ... indexing errors"
+    # warning would wrongly tell the user the model will crash. Marked as already shown (no API for it).
+    if isinstance(getattr(tok, "deprecation_warnings", None), dict):
+        tok.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     return tok
 
 
