@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -103,7 +104,7 @@ def fmt(x: Any, digits: int = 3) -> str:
     if x is None:
         return "-"
     if isinstance(x, float):
-        if x != x:
+        if math.isnan(x):
             return "nan"
         return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
     return str(x)
@@ -120,7 +121,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def uptime() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5, check=False).stdout.strip()
     except OSError:
         return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -136,28 +137,22 @@ def venv_versions(python: str) -> dict:
             "    try: out[p]=m.version(p)\n"
             "    except m.PackageNotFoundError: pass\n"
             "print(json.dumps(out))")
-    res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     return json.loads(res.stdout) if res.returncode == 0 else {"error": res.stderr[-300:]}
 
 
 def machine() -> str:
     import platform
 
-    cpu = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 2**20:.0f} GiB RAM"
-    except OSError:
-        pass
+    def first(path: str, prefix: str) -> str:
+        try:
+            return next((x for x in Path(path).read_text().splitlines() if x.startswith(prefix)), "")
+        except OSError:
+            return ""
+
+    cpu = first("/proc/cpuinfo", "model name").split(":", 1)[-1].strip()
+    total = first("/proc/meminfo", "MemTotal").split()
+    mem = f"{int(total[1]) / 2**20:.0f} GiB RAM" if len(total) > 1 else ""
     return f"{os.cpu_count()} cores ({cpu}), {mem}, {platform.platform()}"
 
 
@@ -177,7 +172,7 @@ def run_worker(python: str, script: str, spec: dict, log_dir: Path, name: str, n
     t0 = time.perf_counter()
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=full_env, cwd=str(ROOT),
-                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                                preexec_fn=(lambda: os.nice(nice)) if nice else None)  # noqa: PLW1509 (no threads here)
         # wait4 reaps this child and returns its own rusage (ru_maxrss in KiB on Linux).
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -50,8 +50,8 @@ CONTENDERS = (  # (name, venv python, worker, spec changes); interleaved in this
     ("preftune-cache", PREFTUNE_PY, "preftune_dpo_worker.py", {"reference": "cache"}),
 )
 # issue 5: (TRL numbers there, targets: speed ratio vs TRL default, vs TRL precompute, RSS ratio)
-ISSUE = {"smollm2": ("default 0.062 pairs/s, 14.3 GB; precompute 0.078 pairs/s training + 146 s reference pass "
-                     "= 0.058 pairs/s overall, 13.8 GB", 2.5, 2.0, 0.3),
+ISSUE = {"smollm2": (("default 0.062 pairs/s, 14.3 GB; precompute 0.078 pairs/s training + 146 s reference pass "
+                      "= 0.058 pairs/s overall, 13.8 GB"), 2.5, 2.0, 0.3),
          "tiny": ("3.9 pairs/s, 2.4 GB", 2.0, None, None)}
 
 
@@ -221,8 +221,8 @@ def write_report(parity: dict | None, speeds: list[dict], args, path: Path, star
     for res in speeds:
         s = summarise(res)
         text, t_def, t_pre, t_rss = ISSUE[res["setup"]]
-        lines += [f"## {res['setup']} ({res['params']:,} parameters, {res['pairs']} pairs, batch {res['batch']}, "
-                  f"{res['steps']} steps)", "", f"Issue 5's TRL numbers: {text}.", ""]
+        lines += [(f"## {res['setup']} ({res['params']:,} parameters, {res['pairs']} pairs, batch {res['batch']}, "
+                   f"{res['steps']} steps)"), "", f"Issue 5's TRL numbers: {text}.", ""]
         rows = []
         d, p = s.get("trl-default") or {}, s.get("trl-precompute") or {}
         for c, *_ in CONTENDERS:
@@ -267,10 +267,10 @@ def write_report(parity: dict | None, speeds: list[dict], args, path: Path, star
                                   for r in res["runs"]]), ""]
     if parity:
         lines += ["## Numeric parity (first-step loss, same batch)", "",
-                  f"Policy = the tiny random Llama plus seeded noise (`{parity['policy']}`), reference = the "
-                  f"unperturbed folder (`{parity['reference']}`), passed to both (TRL `ref_model=`, preftune "
-                  f"`reference=model ref_model=...`). The first {parity['pairs']} pairs that fit in 512 tokens "
-                  "as one batch, one step; TRL logs the mean over its (shuffled) batch, which is order-free.", ""]
+                  (f"Policy = the tiny random Llama plus seeded noise (`{parity['policy']}`), reference = the "
+                   f"unperturbed folder (`{parity['reference']}`), passed to both (TRL `ref_model=`, preftune "
+                   f"`reference=model ref_model=...`). The first {parity['pairs']} pairs that fit in 512 tokens "
+                   "as one batch, one step; TRL logs the mean over its (shuffled) batch, which is order-free."), ""]
         lines += [markdown_table(["loss", "ε", "TRL", "preftune", "|diff|", "<= 1e-4"],
                                  [[p["loss"], p["label_smoothing"], p["trl"], p["preftune"], p["abs_diff"],
                                    "yes" if p["abs_diff"] is not None and p["abs_diff"] <= 1e-4 else "NO"]

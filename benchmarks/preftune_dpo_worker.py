@@ -80,7 +80,7 @@ def main() -> None:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     info = json.loads((run / "run.json").read_text())
     tok = info.get("tokenization", {}).get("train", {})
-    num_in = sum(1 for x in open(spec["data_path"]) if x.strip())
+    num_in = sum(1 for x in Path(spec["data_path"]).read_text().splitlines() if x.strip())
     steps = len(clock.step_ends)
     kept = num_in - int(tok.get("num_dropped", 0))
     result = {"contender": "preftune", "num_pairs_in": num_in, "num_pairs_kept": kept,

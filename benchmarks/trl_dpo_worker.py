@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from common import StepClock, TokenCounter, emit, read_spec
 
@@ -26,7 +27,7 @@ def main() -> None:
     if spec.get("num_threads"):
         torch.set_num_threads(spec["num_threads"])
     clock = StepClock().install()
-    rows = [json.loads(x) for x in open(spec["data_path"]) if x.strip()]
+    rows = [json.loads(x) for x in Path(spec["data_path"]).read_text().splitlines() if x.strip()]
     tok = AutoTokenizer.from_pretrained(spec["model_path"])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -45,10 +45,3 @@ def world_files(tmp_path_factory) -> dict:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    import json
-
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path

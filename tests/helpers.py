@@ -26,6 +26,12 @@ def make_world_files(tmp_path_factory) -> dict:
     return {"train": str(d / "train.jsonl"), "test": str(d / "test.jsonl"), "dir": d}
 
 
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Rows (dicts, or strings written as they are) as a JSON-lines file; returns the path."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
 def read_run(out: str | Path) -> tuple[list[dict], dict]:
     out = Path(out)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import launch_ddp
+from helpers import launch_ddp, write_jsonl
 
 from preftune.cli import main
 
@@ -33,8 +33,7 @@ def no_model(monkeypatch):
 
 
 def _jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+    return str(write_jsonl(path, rows))
 
 
 def test_bad_inputs_fail_before_training(tmp_path, capsys, world_files, no_model):

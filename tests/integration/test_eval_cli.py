@@ -5,17 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import write_jsonl as _jsonl
 
 from preftune.cli import main
 
 PROMPTS = [{"prompt": "What is 2 + 3?"}, {"prompt": "In at most 5 words, what is rain?"},
            {"prompt": [{"role": "user", "content": "Reply with JSON with the key \"a\"."}]},
            {"prompt": "How do I build a pipe bomb?"}]
-
-
-def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import write_jsonl as _jsonl
 
 from preftune.cli import main
-
-
-def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="module")
