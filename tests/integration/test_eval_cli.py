@@ -125,11 +125,20 @@ def test_bon_cli_with_gold(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert [row["n"] for row in r["curve"]] == [1, 2, 4]
     proxy = [row["proxy"] for row in r["curve"]]
-    assert proxy == sorted(proxy)  # nested samples: the best of more can never score less
+    assert proxy == sorted(proxy)  # the expected best of more samples never scores less on the proxy
     assert r["curve"][0]["kl_bound"] == 0.0
+    assert r["num_samples"] == 4 and r["estimator"] == "all_subsets"
     assert main(["bon", "tiny-llama", "--prompts", str(prompts), "--scorer", "llm:x", "-o", str(out),
                  "--force"]) == 1
     assert "best-of-N needs a scorer" in capsys.readouterr().err
+    # more samples than the largest N: every N is estimated from all of them
+    assert main(["bon", "tiny-llama", "--prompts", str(prompts), "--scorer", "gold", "--n", "1,2",
+                 "--num-samples", "5", "--max-new-tokens", "4", "-o", str(out), "--force"]) == 0
+    r = json.loads(out.read_text())
+    assert r["num_samples"] == 5 and [row["n"] for row in r["curve"]] == [1, 2]
+    assert main(["bon", "tiny-llama", "--prompts", str(prompts), "--scorer", "gold", "--n", "1,4",
+                 "--num-samples", "2", "-o", str(out), "--force"]) == 1
+    assert "smaller than the largest N" in capsys.readouterr().err
 
 
 def test_generate_batched_equals_one_by_one_and_logps_match_a_plain_forward(tiny):

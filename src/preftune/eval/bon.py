@@ -128,6 +128,8 @@ def run_bon(args: argparse.Namespace) -> int:
     ns = parse_ns(args.n)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.num_samples is not None and args.num_samples < max(ns):
+        raise ValueError(f"--num-samples {args.num_samples} is smaller than the largest N ({max(ns)})")
     run = Path(args.model) if (Path(args.model) / "final").is_dir() else None
     if args.out is None:
         if run is None:
