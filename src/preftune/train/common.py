@@ -246,6 +246,20 @@ def apply_lora(model, cfg: LoraConfig, task_type: str):
     return get_peft_model(model, pcfg)
 
 
+def disable_dropout(model) -> int:
+    """Set every torch.nn.Dropout's p to 0 (as TRL's RewardTrainer and DPOTrainer do by default); returns
+    how many were changed. Attention-probability dropout that models read from their config is covered
+    too where it is a Dropout module (BERT); Llama-style models have attention_dropout 0 already."""
+    import torch
+
+    changed = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout) and m.p != 0.0:
+            m.p = 0.0
+            changed += 1
+    return changed
+
+
 def build_optimizer(model, cfg: TrainConfig, num_training_steps: int):
     import torch
     from transformers import get_scheduler

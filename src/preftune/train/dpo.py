@@ -42,6 +42,8 @@ class DPOConfig(TrainConfig):
     layout: str = opt("shared", "pair layout: shared (prompt computed once per pair) | padded | packed (padding-free)")
     pack_tokens: int = opt(0, "layout=packed: tokens per packed row (0 = 2 x max_length)")
     chunk_size: int = opt(1024, "completion tokens per LM-head chunk (bounds the logits memory)")
+    disable_dropout: bool = opt(True, "set the policy's dropout to 0 (as TRL's DPOTrainer does): policy and "
+                                      "reference log-probs are then deterministic, and the margin is not noise")
     use_confidence: bool = opt(False, "use each row's `confidence` as a soft target (sigmoid-type losses)")
     use_margin: bool = opt(False, "shift the logit by each row's `margin` x margin_scale (ODPO-style)")
     margin_scale: float = opt(1.0, "multiplier turning a row's margin into reward units")
@@ -300,6 +302,7 @@ def train_dpo(cfg: DPOConfig) -> Path:
     from preftune.models import load_policy, load_tokenizer
     from preftune.train.common import (
         build_optimizer,
+        disable_dropout,
         load_checkpoint,
         make_accelerator,
         progress,
@@ -340,6 +343,8 @@ def train_dpo(cfg: DPOConfig) -> Path:
 
     # 3. policy and reference (the reference is taken from the starting weights, before LoRA)
     policy = load_policy(cfg.model, dtype=cfg.dtype)
+    if cfg.disable_dropout:  # before the reference is taken from it: both then score deterministically
+        disable_dropout(policy)
     splits = {"train": train} | ({"eval": evals} if evals else {})
     t_ref = time.perf_counter()
     ref, cache_report = load_reference(cfg, policy, splits, collate, accelerator)

@@ -194,6 +194,7 @@ def _train_one(cfg: RMConfig) -> Path:
     from preftune.train.common import (
         apply_lora,
         build_optimizer,
+        disable_dropout,
         load_checkpoint,
         make_accelerator,
         progress,
@@ -230,9 +231,7 @@ def _train_one(cfg: RMConfig) -> Path:
                               **({} if encoder else {"attn_implementation": "sdpa"}))
     model.config.pad_token_id = tok.pad_token_id
     if cfg.disable_dropout:
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.0
+        disable_dropout(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if cfg.lora.enabled:

@@ -260,3 +260,18 @@ def test_rated_rows_become_pairs_with_margins_and_labels(tmp_path):
     bad.write_text(json.dumps({"prompt": "q", "completion": "a", "label": True}) + "\n")
     with pytest.raises(ValueError, match="row 1 is an unpaired row"):
         load_pairs(str(bad))
+
+
+def test_disable_dropout_makes_train_mode_deterministic():
+    from preftune.models import load_reward_model
+    from preftune.train.common import disable_dropout
+
+    rm = load_reward_model("tiny-bert").train()
+    ids = torch.randint(5, 100, (2, 12))
+    torch.manual_seed(0)
+    a, b = rm(input_ids=ids).logits, rm(input_ids=ids).logits
+    assert not torch.equal(a, b)  # dropout is live in train mode
+    assert disable_dropout(rm) > 0
+    assert all(m.p == 0.0 for m in rm.modules() if isinstance(m, torch.nn.Dropout))
+    torch.testing.assert_close(rm(input_ids=ids).logits, rm(input_ids=ids).logits, rtol=0, atol=0)
+    assert disable_dropout(rm) == 0  # idempotent
