@@ -39,7 +39,7 @@ def resolve_model_dir(name: str | os.PathLike) -> str:
 def load_causal_lm(name: str | os.PathLike, dtype: str = "float32"):
     """(model, tokenizer) from an alias, a model folder, a run folder (-> RUN/final) or a LoRA adapter
     folder (adapter_config.json: the adapter is loaded with peft on its base model). Model in eval mode."""
-    from preftune.models import load_policy, load_tokenizer
+    from preftune.models import load_policy, load_tokenizer, quiet_peft
 
     path = resolve_model_dir(name)
     adapter_cfg = Path(path) / "adapter_config.json"
@@ -51,7 +51,8 @@ def load_causal_lm(name: str | os.PathLike, dtype: str = "float32"):
         base = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
         if not base:
             raise ValueError(f"{adapter_cfg}: base_model_name_or_path is missing")
-        model = PeftModel.from_pretrained(load_policy(base, dtype=dtype), path)
+        with quiet_peft():
+            model = PeftModel.from_pretrained(load_policy(base, dtype=dtype), path)
         has_tok = any((Path(path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
         tok = load_tokenizer(path if has_tok else base)
     else:

@@ -12,6 +12,7 @@ Anything else is passed to `from_pretrained` (a local folder, or a hub name when
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -165,6 +166,17 @@ def load_tokenizer(name: str | os.PathLike):
     if isinstance(getattr(tok, "deprecation_warnings", None), dict):
         tok.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     return tok
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """peft reads `is_gradient_checkpointing`, which transformers 5 deprecated with a FutureWarning that
+    is not the user's concern; silence only that warning around peft calls."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def load_policy(name: str | os.PathLike, dtype: str = "float32", **kwargs):

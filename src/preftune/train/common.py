@@ -241,9 +241,12 @@ def apply_lora(model, cfg: LoraConfig, task_type: str):
         from peft import get_peft_model
     except ImportError as e:
         raise ValueError("lora.enabled=true needs peft: pip install peft") from e
+    from preftune.models import quiet_peft
+
     pcfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, task_type=task_type,
                           target_modules=cfg.target_modules or "all-linear")
-    return get_peft_model(model, pcfg)
+    with quiet_peft():
+        return get_peft_model(model, pcfg)
 
 
 def disable_dropout(model) -> int:
