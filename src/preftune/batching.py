@@ -53,9 +53,12 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, s
 
 
 def pair_length(item: PairTokens, layout: str = "shared") -> int:
-    """Tokens a pair costs: prompt + chosen + rejected when shared, both full sequences when padded."""
+    """Tokens a pair costs: prompt + chosen + rejected when shared (or packed), two rows as wide as the
+    longer side when padded, both full sequences when unpadded (encoders run row by row)."""
     p, c, r = len(item.prompt_ids), len(item.chosen_ids), len(item.rejected_ids)
-    return p + c + r if layout != "padded" else 2 * (p + max(c, r))
+    if layout == "padded":
+        return 2 * (p + max(c, r))
+    return 2 * p + c + r if layout == "unpadded" else p + c + r
 
 
 class _Movable:

@@ -12,6 +12,7 @@ from preftune.batching import (
     collate_sequences_packed,
     collate_sequences_padded,
     length_grouped_batches,
+    pair_length,
 )
 from preftune.tokenize import PairTokens, SequenceTokens
 
@@ -71,6 +72,12 @@ def test_padded_left_and_encoder_types():
     assert b.last_index.tolist() == [4, 9, 14, 19]  # left padding: every row ends at the last column
     with pytest.raises(ValueError, match="padding_side"):
         collate_pairs_padded(_items(), PAD, "middle")
+
+
+def test_pair_length_per_layout_by_hand():
+    a, b = _items()  # (p, c, r) = (2, 2, 3) and (3, 1, 2)
+    assert [pair_length(a, lay) for lay in ("shared", "packed", "padded", "unpadded")] == [7, 7, 10, 9]
+    assert [pair_length(b, lay) for lay in ("shared", "packed", "padded", "unpadded")] == [6, 6, 10, 9]
 
 
 def test_shared_by_hand():

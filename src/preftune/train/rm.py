@@ -31,7 +31,6 @@ from preftune.train.rm_data import (
     load_pairs,
     make_collate,
     micro_batches,
-    pair_cost,
     prepare_pairs,
     resolve_heads,
 )
@@ -393,5 +392,5 @@ def run_train_rm(args) -> int:
 
 # rm_data / rm_loss names stay importable from here (tests and callers use preftune.train.rm)
 __all__ = ["MISSING", "VERDICT_CODES", "EnsembleConfig", "PairData", "RMBatch", "RMConfig", "counted_per_batch",
-           "load_pairs", "make_collate", "pair_cost", "prepare_pairs", "register", "resolve_heads", "rm_loss",
+           "load_pairs", "make_collate", "prepare_pairs", "register", "resolve_heads", "rm_loss",
            "train_rm"]

@@ -109,15 +109,6 @@ class RMBatch:
         return RMBatch(inner, *(mv(getattr(self, f)) for f in ("margin", "confidence", "is_tie", "verdicts", "weights")))
 
 
-def pair_cost(item, layout: str, encoder: bool) -> int:
-    """Tokens a pair puts through the model: both full sequences for encoders (run unpadded), the
-    shared row for prefix-shared / packed decoders, two rows as wide as the longer side when padded."""
-    p, c, r = len(item.prompt_ids), len(item.chosen_ids), len(item.rejected_ids)
-    if encoder:
-        return 2 * p + c + r
-    return p + c + r if layout in ("shared", "packed") else 2 * (p + max(c, r))
-
-
 def make_collate(data: PairData, weights, layout: str, pad_id: int, encoder: bool, max_tokens: int = 0):
     """collate(items) -> list of RMBatch pieces: the micro-batch's pairs split so that each piece
     costs <= max_tokens (first-fit decreasing; a longer pair is a piece alone; 0 = one piece)."""
@@ -140,10 +131,13 @@ def make_collate(data: PairData, weights, layout: str, pad_id: int, encoder: boo
             b = collate_pairs_padded(items, pad_id, "right", encoder)
         return RMBatch(b, data.margin[idx], data.confidence[idx], data.is_tie[idx], data.verdicts[idx], weights[idx])
 
+    cost_layout = "unpadded" if encoder else layout  # encoders run each sequence without padding
+
     def collate(items: list) -> list[RMBatch]:
-        if not max_tokens or sum(pair_cost(it, layout, encoder) for it in items) <= max_tokens:
+        costs = [pair_length(it, cost_layout) for it in items]
+        if not max_tokens or sum(costs) <= max_tokens:
             return [one(items)]
-        pieces = _pack_rows([pair_cost(it, layout, encoder) for it in items], max_tokens)
+        pieces = _pack_rows(costs, max_tokens)
         return [one([items[i] for i in sorted(piece)]) for piece in pieces]
     return collate
 

@@ -223,13 +223,14 @@ def test_micro_tokens_split_a_batch_into_the_same_update(tmp_path, model):
 
 
 def test_micro_tokens_pieces_cover_every_pair_once():
+    from preftune.batching import pair_length
     from preftune.models import load_tokenizer
-    from preftune.train.rm import make_collate, pair_cost, prepare_pairs
+    from preftune.train.rm import make_collate, prepare_pairs
 
     tok = load_tokenizer("tiny-llama")
     recs = [record_from_dict(r) for r in _rows(6)]
     data = prepare_pairs(recs, tok, _cfg(max_length=48), [], encoder=False)
-    cost = [pair_cost(it, "shared", False) for it in data.items]
+    cost = [pair_length(it, "shared") for it in data.items]
     budget = max(cost) + 1
     pieces = make_collate(data, torch.ones(6, 1), "shared", tok.pad_token_id, False, budget)(data.items)
     assert len(pieces) > 1
