@@ -139,12 +139,13 @@ class MetricSums:
         s[1] += float(count)
 
     def reduce(self, accelerator, prefix: str) -> dict[str, float]:
+        """Means of every metric, summed over processes first (accelerator None: this process only)."""
         import torch
 
         names = sorted(self.sums)
         t = torch.tensor([self.sums[n] for n in names] or [[0.0, 0.0]], dtype=torch.float64,
-                         device=accelerator.device)
-        if accelerator.num_processes > 1:
+                         device=accelerator.device if accelerator is not None else "cpu")
+        if accelerator is not None and accelerator.num_processes > 1:
             t = accelerator.reduce(t, reduction="sum")
         self.sums = {}
         return {f"{prefix}/{n}": float(t[i, 0] / t[i, 1]) for i, n in enumerate(names) if t[i, 1] > 0}

@@ -269,7 +269,7 @@ def _train_one(cfg: RMConfig) -> Path:
         # DDP averages gradients over processes, so each loss is scaled back up by num_processes below
         n_overall = sum(counted[k][0] for k in range(step * window, (step + 1) * window))
         n_attr = sum(counted[k][1] for k in range(step * window, (step + 1) * window))
-        tally = Tally(heads)
+        tally = Tally(heads, acc.num_processes)
         for i in range(cfg.grad_accum):
             pieces = next(it)  # one micro-batch, in pieces under micro_tokens
             for j, rb in enumerate(pieces):
@@ -288,7 +288,7 @@ def _train_one(cfg: RMConfig) -> Path:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        metrics = tally.reduce(acc).metrics("train")
+        metrics = tally.metrics("train", acc)
         metrics.update({"train/grad_norm": float(norm), "train/lr": lr, "train/epoch": step * window * cfg.batch_size / len(data.items)})
         if eval_data is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < num_steps:
             metrics.update(evaluate_pairs(wrapper, eval_data, cfg, heads, layout, tok.pad_token_id, encoder, E))

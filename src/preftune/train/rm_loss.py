@@ -83,46 +83,30 @@ def rm_loss(chosen, rejected, rb: RMBatch, cfg: RMConfig, num_attrs: int, n_over
 
 
 class Tally:
-    """Sums of a window's (or an evaluation's) statistics -> metrics dict (`reduce` sums them over processes)."""
+    """A window's (or an evaluation's) statistics as loop.MetricSums (sum, count) pairs: the RM logs
+    through the same process reduction as the other stages."""
 
-    def __init__(self, heads: list[str]):
-        self.heads, self.loss, self.n = heads, 0.0, 0
-        self.correct = self.decided = self.margin = self.chosen = self.rejected = 0.0
-        self.head_correct = [0.0] * len(heads)
-        self.head_decided = [0.0] * len(heads)
+    def __init__(self, heads: list[str], num_processes: int = 1):
+        from preftune.train.loop import MetricSums
+
+        self.heads, self.sums = heads, MetricSums()
+        # the logged loss is the SUM of every piece's loss on every process (each is already normalised
+        # by the window's counts): each process counts 1/P, so the reduced mean is that sum
+        self.sums.add("loss", 0.0, 1.0 / num_processes)
 
     def add(self, out: dict, loss_value: float) -> None:
-        self.loss += loss_value
-        self.n += int(out["chosen"].numel())
-        self.correct += float(out["correct"].sum())
-        self.decided += float(out["decided"].sum())
-        self.margin += float(out["margins"].sum())
-        self.chosen += float(out["chosen"].sum())
-        self.rejected += float(out["rejected"].sum())
-        for j in range(len(self.heads)):
-            self.head_correct[j] += float(out["head_correct"][j])
-            self.head_decided[j] += float(out["head_decided"][j])
-
-    def reduce(self, accelerator) -> Tally:
-        """Sum every statistic over the processes (in place), so each logs the global window's numbers."""
-        if accelerator is None or accelerator.num_processes == 1:
-            return self
-        import torch
-
-        A = len(self.heads)
-        t = torch.tensor([self.loss, self.n, self.correct, self.decided, self.margin, self.chosen, self.rejected,
-                          *self.head_correct, *self.head_decided], dtype=torch.float64, device=accelerator.device)
-        v = accelerator.reduce(t, reduction="sum").tolist()
-        self.loss, self.n, self.correct, self.decided, self.margin, self.chosen, self.rejected = v[:7]
-        self.head_correct, self.head_decided = v[7:7 + A], v[7 + A:7 + 2 * A]
-        return self
-
-    def metrics(self, prefix: str) -> dict:
-        n = max(self.n, 1)
-        m = {f"{prefix}/loss": self.loss, f"{prefix}/accuracy": self.correct / self.decided if self.decided else math.nan,
-             f"{prefix}/margin": self.margin / n, f"{prefix}/rewards/chosen": self.chosen / n,
-             f"{prefix}/rewards/rejected": self.rejected / n}
+        s, n = self.sums, out["chosen"].numel()
+        s.add("loss", loss_value, 0)
+        s.add("accuracy", out["correct"].sum(), out["decided"].sum())
+        s.add("margin", out["margins"].sum(), n)
+        s.add("rewards/chosen", out["chosen"].sum(), n)
+        s.add("rewards/rejected", out["rejected"].sum(), n)
         for j, h in enumerate(self.heads):
-            if self.head_decided[j]:
-                m[f"{prefix}/heads/{h}/accuracy"] = self.head_correct[j] / self.head_decided[j]
+            s.add(f"heads/{h}/accuracy", out["head_correct"][j], out["head_decided"][j])
+
+    def metrics(self, prefix: str, accelerator=None) -> dict:
+        """Means over this process (accelerator None: evaluation, where each process sees all the data)
+        or over every process; accuracy is NaN when every pair was a skipped tie."""
+        m = self.sums.reduce(accelerator, prefix)
+        m.setdefault(f"{prefix}/accuracy", math.nan)
         return m
