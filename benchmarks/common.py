@@ -278,6 +278,29 @@ class TokenCounter:
                 "padding_share": padding_share(self.real, self.computed)}
 
 
+def preftune_overrides(spec: dict, *stage: str) -> list[str]:
+    """The key=value settings of a preftune contender: the spec's model, data, batch and optimiser (the
+    same AdamW, schedule and clipping as TRL's), then the stage's own keys, then the spec's overrides."""
+    out = [f"model={spec['model_path']}", f"data={spec['data_path']}", f"out={spec['out_dir']}",
+           f"batch_size={spec['batch_size']}", f"max_length={spec['max_length']}",
+           f"max_steps={spec.get('max_steps', -1)}", f"lr={spec['lr']}", f"seed={spec['seed']}", *stage,
+           "overwrite=true", "log_every=1", "report_to=none", "warmup_ratio=0.0", "weight_decay=0.0",
+           "max_grad_norm=1.0", "scheduler=linear", *spec.get("overrides", [])]
+    if spec.get("num_threads"):
+        out.append(f"num_threads={spec['num_threads']}")
+    return out
+
+
+def read_preftune_run(spec: dict) -> tuple[list[dict], dict, dict, int]:
+    """A finished preftune run: its metrics rows, run.json, train tokenisation report, and input rows."""
+    run = Path(spec["out_dir"])
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    info = json.loads((run / "run.json").read_text())
+    tok = info.get("tokenization", {}).get("train", {})
+    num_in = sum(1 for x in Path(spec["data_path"]).read_text().splitlines() if x.strip())
+    return rows, info, tok, num_in
+
+
 def read_spec() -> dict:
     return json.loads(Path(sys.argv[1]).read_text())
 

@@ -9,11 +9,17 @@ counts and the padding share of the batches the model computed on.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
-from common import StepClock, emit, padding_share, read_spec, scratch_dir
+from common import (
+    StepClock,
+    emit,
+    padding_share,
+    preftune_overrides,
+    read_preftune_run,
+    read_spec,
+    scratch_dir,
+)
 
 
 def main() -> None:
@@ -61,26 +67,15 @@ def main() -> None:
         return model
 
     models.load_policy = load_and_watch
-    overrides = [f"model={spec['model_path']}", f"data={spec['data_path']}", f"out={spec['out_dir']}",
-                 f"batch_size={spec['batch_size']}", f"max_length={spec['max_length']}",
-                 f"max_steps={spec['max_steps']}", f"lr={spec['lr']}", f"seed={spec['seed']}",
-                 f"beta={spec.get('beta', 0.1)}", f"loss={spec.get('loss_type', 'sigmoid')}",
-                 f"label_smoothing={spec.get('label_smoothing', 0.0)}",
-                 f"reference={spec.get('reference', 'model')}",
-                 f"ref_cache_dir={scratch_dir('ptc-refcache-')}",  # a fresh cache: the pass is always counted
-                 "overwrite=true", "log_every=1", "report_to=none", "warmup_ratio=0.0", "weight_decay=0.0",
-                 "max_grad_norm=1.0", "scheduler=linear", "save_every=-1", *spec.get("overrides", [])]
-    if spec.get("num_threads"):
-        overrides.append(f"num_threads={spec['num_threads']}")
+    overrides = preftune_overrides(
+        spec, f"beta={spec.get('beta', 0.1)}", f"loss={spec.get('loss_type', 'sigmoid')}",
+        f"label_smoothing={spec.get('label_smoothing', 0.0)}", f"reference={spec.get('reference', 'model')}",
+        f"ref_cache_dir={scratch_dir('ptc-refcache-')}",  # a fresh cache: the pass is always counted
+        "save_every=-1")
     if spec.get("ref_path"):
         overrides.append(f"ref_model={spec['ref_path']}")
-    cfg = load_config(DPOConfig, overrides=overrides)
-    train_dpo(cfg)
-    run = Path(spec["out_dir"])
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    info = json.loads((run / "run.json").read_text())
-    tok = info.get("tokenization", {}).get("train", {})
-    num_in = sum(1 for x in Path(spec["data_path"]).read_text().splitlines() if x.strip())
+    train_dpo(load_config(DPOConfig, overrides=overrides))
+    rows, info, tok, num_in = read_preftune_run(spec)
     steps = len(clock.step_ends)
     kept = num_in - int(tok.get("num_dropped", 0))
     result = {"contender": "preftune", "num_pairs_in": num_in, "num_pairs_kept": kept,

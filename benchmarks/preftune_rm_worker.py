@@ -13,7 +13,15 @@ import json
 import time
 from pathlib import Path
 
-from common import StepClock, TokenCounter, emit, padding_share, read_spec
+from common import (
+    StepClock,
+    TokenCounter,
+    emit,
+    padding_share,
+    preftune_overrides,
+    read_preftune_run,
+    read_spec,
+)
 
 
 def main() -> None:
@@ -60,20 +68,9 @@ def main() -> None:
         return model
 
     models.load_reward_model = load_and_watch
-    overrides = [f"model={spec['model_path']}", f"data={spec['data_path']}", f"out={spec['out_dir']}",
-                 f"batch_size={spec['batch_size']}", f"max_length={spec['max_length']}",
-                 f"max_steps={spec.get('max_steps', -1)}", f"lr={spec['lr']}", f"seed={spec['seed']}",
-                 "overwrite=true", "log_every=1", "report_to=none", "warmup_ratio=0.0", "weight_decay=0.0",
-                 "max_grad_norm=1.0", "scheduler=linear", *spec.get("overrides", [])]
-    if spec.get("num_threads"):
-        overrides.append(f"num_threads={spec['num_threads']}")
-    cfg = load_config(RMConfig, overrides=overrides)
-    train_rm(cfg)
-    run = Path(spec["out_dir"])
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    info = json.loads((run / "run.json").read_text())
-    tok = info.get("tokenization", {}).get("train", {})
-    num_in = sum(1 for x in Path(spec["data_path"]).read_text().splitlines() if x.strip())
+    overrides = preftune_overrides(spec)
+    train_rm(load_config(RMConfig, overrides=overrides))
+    rows, _, tok, num_in = read_preftune_run(spec)
     steps = len(clock.step_ends)
     if spec.get("capture_batch"):
         Path(spec["capture_batch"]).write_text(json.dumps(captured))
