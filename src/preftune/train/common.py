@@ -274,7 +274,7 @@ def build_optimizer(model, cfg: TrainConfig, num_training_steps: int):
         (no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     params = [g for g in groups if g["params"]]
-    try:  # the fused kernel (CPU and CUDA, float weights): ~7x faster steps than the for-loop default
+    try:  # the fused kernel (CPU and CUDA, float weights), as HF Trainer and TRL use: far faster steps
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, fused=True)
     except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
         optimizer = torch.optim.AdamW(params, lr=cfg.lr)
