@@ -116,7 +116,7 @@ CASES = [
 
 def _world_agrees(rows: list[dict]) -> list[str]:
     """The world must parse each prompt as the case means it: harmful or not, the same word limit."""
-    from preftune.data.world_gold import parse_instructions
+    from preftune.world.gold import parse_instructions
 
     bad = []
     for r in rows:
@@ -131,7 +131,7 @@ def _world_agrees(rows: list[dict]) -> list[str]:
 
 def _checks_from_world(prompt: str) -> list[dict]:
     """The suite's checks for a world prompt, read from the instructions the gold scorer parses."""
-    from preftune.data.world_gold import parse_instructions
+    from preftune.world.gold import parse_instructions
 
     ins = parse_instructions(prompt)
     checks: list[dict] = [{"refuses": True}] if ins.harmful else [{"not_refuses": True}]
@@ -151,7 +151,7 @@ def _checks_from_world(prompt: str) -> list[dict]:
 
 def world_cases(seed: int = 2026) -> list[tuple]:
     """One case per task family of the world's test split, with the family's good response as reference."""
-    from preftune.data.world_tasks import FAMILIES, sample_task
+    from preftune.world.tasks import FAMILIES, sample_task
 
     rng, out, dropped = random.Random(seed), {}, 0
     for _ in range(5000):

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def make_world_files(tmp_path_factory) -> dict:
     """24 training pairs and 16 held-out pairs of the synthetic world (seed 0)."""
     from preftune.data.io import write_rows
-    from preftune.data.world import generate_world
+    from preftune.world.generate import generate_world
 
     d = tmp_path_factory.mktemp("world")
     w = generate_world(24, seed=0, num_test_pairs=16)

@@ -13,9 +13,9 @@ import sys
 
 # group -> modules whose register() adds subcommands to that group ("" = top level)
 COMMANDS: dict[str, list[str]] = {
-    "": ["preftune.quickstart", "preftune.train.score", "preftune.eval.bon", "preftune.eval.sample_pairs",
+    "": ["preftune.quickstart", "preftune.eval.score", "preftune.eval.bon", "preftune.eval.sample_pairs",
          "preftune.report.commands"],
-    "data": ["preftune.data.commands", "preftune.data.convert", "preftune.data.world"],
+    "data": ["preftune.data.commands", "preftune.data.convert", "preftune.world.generate"],
     "train": ["preftune.train.sft", "preftune.train.rm", "preftune.train.dpo"],
     "eval": ["preftune.eval.commands", "preftune.eval.rm"],
 }

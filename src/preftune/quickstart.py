@@ -91,7 +91,7 @@ def run_quickstart(args) -> int:
 def _policy_steps(out: Path, data: Path, fast: bool) -> dict:
     """On-policy DPO: the model's own samples ranked by the gold scorer, then a judged comparison."""
     from preftune.data.io import write_rows
-    from preftune.data.world import world_prompts
+    from preftune.world.generate import world_prompts
 
     policy = "tiny-llama" if fast else "smollm2-135m"
     n_prompts, n_eval, new_tokens = (16, 8, 16) if fast else (QS_TRAIN_PROMPTS, QS_EVAL_PROMPTS, QS_NEW_TOKENS)

@@ -220,8 +220,8 @@ def test_regress_on_a_run_folder_writes_into_its_eval_folder(tmp_path):
 
 
 def test_bon_and_policy_with_a_reward_model_judge(tmp_path):
-    # rm:NAME goes through preftune.train.score.load_scorer; tiny-bert is an (untrained) reward model
-    pytest.importorskip("preftune.train.score")
+    # rm:NAME goes through preftune.models.scoring.load_scorer; tiny-bert is an (untrained) reward model
+    pytest.importorskip("preftune.models.scoring")
     prompts = _jsonl(tmp_path / "p.jsonl", PROMPTS[:2])
     out = tmp_path / "bon.json"
     assert main(["bon", "tiny-llama", "--prompts", str(prompts), "--scorer", "rm:tiny-bert", "--judge", "gold",

@@ -16,7 +16,7 @@ from preftune.cli import main
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from preftune.data.io import write_rows
-    from preftune.data.world import generate_world
+    from preftune.world.generate import generate_world
 
     d = tmp_path_factory.mktemp("world")
     w = generate_world(320, seed=3, num_test_pairs=200)
@@ -57,10 +57,10 @@ def test_train_resume_reproduces_unbroken_run(world, tmp_path):
 
 def test_score_equals_trainer_forward_and_eval(world, tmp_path):
     from preftune.batching import collate_pairs_shared
+    from preftune.data.pairs import load_pairs
     from preftune.models import load_reward_model, load_tokenizer
     from preftune.models.forward import pair_rewards
     from preftune.tokenize import tokenize_pairs
-    from preftune.train.rm import load_pairs
 
     run = tmp_path / "llama"
     assert main(["train", "rm", "--model", "tiny-llama", "--data", str(world / "small.jsonl"), "--out", str(run),
@@ -96,7 +96,7 @@ def test_ensemble_members_give_std(world, tmp_path):
     assert main(["train", "rm", "--model", "tiny-bert", "--data", str(world / "small.jsonl"), "--out", str(run),
                  "max_steps=1", "batch_size=8", "max_length=64", "report_to=none",
                  "ensemble.size=2", "ensemble.mode=members"]) == 0
-    from preftune.train.score import load_scorer
+    from preftune.models.scoring import load_scorer
 
     scorer = load_scorer(str(run))
     out = scorer.score(["q", "q2"], ["a", "b c"])

@@ -4,8 +4,8 @@ A judge's `compare(prompts, responses_a, responses_b)` returns one verdict per p
 0.5 = tie, 0.0 = b wins. Scoring judges (`gold`, `rm:RUN`) also have `score(prompts, responses) ->
 (N,) array`, used by best-of-N. Spec strings select one:
 
-    gold        the synthetic world's scorer, preftune.data.world.gold_score(prompt, response)["total"]
-    rm:RUN      a trained reward model (or ensemble) via preftune.train.score.load_scorer(RUN)
+    gold        the synthetic world's scorer, preftune.world.gold_score(prompt, response)["total"]
+    rm:RUN      a trained reward model (or ensemble) via preftune.models.scoring.load_scorer(RUN)
     llm:MODEL   a local causal LM asked for a pairwise verdict with a fixed prompt
     http:URL    any OpenAI-compatible chat endpoint (POST URL/chat/completions), key from an env var
 
@@ -90,7 +90,7 @@ def parse_verdict(text: str) -> str:
 
 def gold_score_fn() -> Callable[[Prompt, str], dict]:
     """The world's `gold_score(prompt, response) -> {"total", ...}`, imported late."""
-    from preftune.data.world_gold import gold_score
+    from preftune.world.gold import gold_score
 
     return gold_score
 
@@ -135,9 +135,9 @@ class RewardModelJudge(_ScoreJudge):
         if os.sep in run_dir and not os.path.exists(run_dir):
             raise ValueError(f"reward model run {run_dir} does not exist")
         try:
-            from preftune.train.score import load_scorer
+            from preftune.models.scoring import load_scorer
         except ImportError as e:
-            raise ValueError(f"the rm: judge needs preftune.train.score.load_scorer ({e})") from e
+            raise ValueError(f"the rm: judge needs preftune.models.scoring.load_scorer ({e})") from e
         self.name = f"rm:{run_dir}"
         self.scorer = load_scorer(run_dir)
 

@@ -68,7 +68,7 @@ class CaseResult:
 
 def _is_refusal(text: str) -> bool:
     # the world's detector, so that `refuses` checks and the gold scorer agree on what a refusal is
-    from preftune.data.world_gold import is_refusal
+    from preftune.world.gold import is_refusal
 
     return is_refusal(text)
 

@@ -156,8 +156,8 @@ def register(sub) -> None:
 def run_eval_rm(args: argparse.Namespace) -> int:
     import json
 
-    from preftune.train.rm import load_pairs
-    from preftune.train.score import load_scorer
+    from preftune.data.pairs import load_pairs
+    from preftune.models.scoring import load_scorer
 
     out, force = args.json, args.force
     if out is None and (Path(args.run) / "final").is_dir():

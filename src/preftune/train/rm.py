@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from preftune.config import opt
+from preftune.data.pairs import load_pairs
 from preftune.train.common import TrainConfig
 from preftune.train.rm_data import (
     MISSING,
@@ -28,7 +29,6 @@ from preftune.train.rm_data import (
     RMBatch,
     bootstrap_weights,
     counted_per_batch,
-    load_pairs,
     make_collate,
     micro_batches,
     prepare_pairs,

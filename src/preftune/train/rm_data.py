@@ -28,30 +28,6 @@ class PairData:
     report: Any            # TokenizeReport
 
 
-def load_pairs(path: str, rated_min_margin: float = 0.0) -> tuple[list, dict]:
-    """PairRecords of a file; rated rows become pairs with a margin. ValueError names file/line/field."""
-    from preftune.data.io import read_records
-    from preftune.data.records import PairRecord, RatedRecord
-
-    pairs, counts = [], {"num_pair_rows": 0, "num_rated_rows": 0, "num_pairs_from_rated": 0}
-    for i, rec in enumerate(read_records(path)):
-        if isinstance(rec, PairRecord):
-            pairs.append(rec)
-            counts["num_pair_rows"] += 1
-        elif isinstance(rec, RatedRecord):
-            new = rec.to_pairs(rated_min_margin)
-            pairs += new
-            counts["num_rated_rows"] += 1
-            counts["num_pairs_from_rated"] += len(new)
-        else:
-            msg = (f"{path}: row {i + 1} is an unpaired row (prompt/completion/label); a reward model "
-                   "trains on pairs (prompt/chosen/rejected) or rated rows (completions/scores)")
-            raise ValueError(msg)  # noqa: TRY004 (user input: the CLI reports ValueErrors)
-    if not pairs:
-        raise ValueError(f"{path}: no pairs to train on")
-    return pairs, counts
-
-
 def resolve_heads(heads: list[str], records: list) -> list[str]:
     """The attribute head names: as given, or every attribute present when heads == ['auto']."""
     if list(heads) == ["auto"]:

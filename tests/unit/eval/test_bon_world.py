@@ -21,7 +21,7 @@ class LengthProxy:
 
 
 def _world_sampler(num_prompts: int, seed: int = 0):
-    from preftune.data.world_tasks import sample_task
+    from preftune.world.tasks import sample_task
 
     rng = random.Random(seed)
     tasks = {}

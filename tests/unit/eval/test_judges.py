@@ -120,7 +120,7 @@ def test_http_judge_unreachable_is_a_clear_error():
 
 
 class _FakeScorer:
-    """Stands in for preftune.train.score.load_scorer(run): reward = words, std = 0.1 * words."""
+    """Stands in for preftune.models.scoring.load_scorer(run): reward = words, std = 0.1 * words."""
 
     def score(self, prompts, responses):
         words = np.array([len(r.split()) for r in responses], dtype=float)
@@ -133,9 +133,9 @@ def test_rm_judge_through_load_scorer(monkeypatch, tmp_path):
 
     from preftune.eval.policy import _score_guards
 
-    fake = types.ModuleType("preftune.train.score")
+    fake = types.ModuleType("preftune.models.scoring")
     fake.load_scorer = lambda run_dir: _FakeScorer()
-    monkeypatch.setitem(sys.modules, "preftune.train.score", fake)
+    monkeypatch.setitem(sys.modules, "preftune.models.scoring", fake)
     judge = J.make_judge(f"rm:{tmp_path}")
     assert judge.name == f"rm:{tmp_path}"
     model = ["one two three", "a", "x y", "p q r s t u v w"]

@@ -89,7 +89,7 @@ def test_reference_cache_equals_model_reference_and_is_reused(tmp_path, world_fi
 
 def test_kto_on_unpaired_rows_and_on_split_pairs(tmp_path, world_files):
     from preftune.data.io import write_rows
-    from preftune.data.world import generate_world
+    from preftune.world.generate import generate_world
 
     unpaired = tmp_path / "unpaired.jsonl"
     write_rows(generate_world(8, seed=0, num_test_pairs=4, output="unpaired").train, unpaired)
@@ -138,7 +138,7 @@ def test_dpo_learns_the_world_preferences(tmp_path):
     """Held-out implicit-reward accuracy and margin start at 0 (policy == reference) and must rise.
     Measured on seeds 0/1/2 (48 pairs, 12 steps): accuracy 0.81/0.75/0.69, margin 0.34/0.19/0.19."""
     from preftune.data.io import write_rows
-    from preftune.data.world import generate_world
+    from preftune.world.generate import generate_world
 
     w = generate_world(48, seed=0, num_test_pairs=32)
     write_rows(w.train, tmp_path / "train.jsonl")

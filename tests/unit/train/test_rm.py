@@ -127,7 +127,7 @@ def test_evaluate_rm_certainty_deciles():
 
 def test_scorer_ensemble_mean_and_std():
     from preftune.models import load_reward_model, load_tokenizer
-    from preftune.train.score import RewardScorer
+    from preftune.models.scoring import RewardScorer
 
     model = load_reward_model("tiny-bert", num_labels=3).eval()
     tok = load_tokenizer("tiny-bert")

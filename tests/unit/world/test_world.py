@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from preftune.data.records import validate_row
-from preftune.data.world import (
+from preftune.world.generate import (
     Annotator,
     AnnotatorKind,
     generate_world,
@@ -14,7 +14,7 @@ from preftune.data.world import (
     parse_instructions,
     world_prompts,
 )
-from preftune.data.world_tasks import HARMFUL, HARMLESS, split_pool
+from preftune.world.tasks import HARMFUL, HARMLESS, split_pool
 
 
 def _failed(score: dict) -> list[str]:

@@ -1,6 +1,6 @@
 """The verifiable preference world: preference data with a known truth (`preftune data world`).
 
-Prompts carry checkable instructions (world_tasks.py); the gold scorer (world_gold.py) says which
+Prompts carry checkable instructions (world/tasks.py); the gold scorer (world/gold.py) says which
 response is better and by how much, per attribute. Simulated labellers then label the training
 pairs, optionally with noise, a length bias or a position bias, and every row keeps the truth
 (`attributes` from the gold scorer, `extra.gold_chosen_is_better`) so later stages can measure
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from preftune.data.records import PairRecord, RatedRecord, UnpairedRecord
-from preftune.data.world_gold import (  # noqa: F401  (re-exported: the judge's public home)
+from preftune.world.gold import (  # noqa: F401  (re-exported: the judge's public home)
     ATTRIBUTES,
     WEIGHTS,
     Instructions,
@@ -32,7 +32,7 @@ from preftune.data.world_gold import (  # noqa: F401  (re-exported: the judge's 
     is_refusal,
     parse_instructions,
 )
-from preftune.data.world_tasks import SPLITS, Task, sample_task
+from preftune.world.tasks import SPLITS, Task, sample_task
 
 SOURCE = "preftune-world"
 CLOSE_MARGIN = 0.1

@@ -1,0 +1,28 @@
+"""Pair files for training and evaluation: read every row, expand rated rows into pairs, and refuse
+rows that cannot be pairs (unpaired rows), naming the file and row."""
+
+from __future__ import annotations
+
+
+def load_pairs(path: str, rated_min_margin: float = 0.0) -> tuple[list, dict]:
+    """PairRecords of a file; rated rows become pairs with a margin. ValueError names file/line/field."""
+    from preftune.data.io import read_records
+    from preftune.data.records import PairRecord, RatedRecord
+
+    pairs, counts = [], {"num_pair_rows": 0, "num_rated_rows": 0, "num_pairs_from_rated": 0}
+    for i, rec in enumerate(read_records(path)):
+        if isinstance(rec, PairRecord):
+            pairs.append(rec)
+            counts["num_pair_rows"] += 1
+        elif isinstance(rec, RatedRecord):
+            new = rec.to_pairs(rated_min_margin)
+            pairs += new
+            counts["num_rated_rows"] += 1
+            counts["num_pairs_from_rated"] += len(new)
+        else:
+            msg = (f"{path}: row {i + 1} is an unpaired row (prompt/completion/label); a reward model "
+                   "trains on pairs (prompt/chosen/rejected) or rated rows (completions/scores)")
+            raise ValueError(msg)  # noqa: TRY004 (user input: the CLI reports ValueErrors)
+    if not pairs:
+        raise ValueError(f"{path}: no pairs to train on")
+    return pairs, counts
