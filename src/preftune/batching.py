@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, fields, is_dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from preftune.tokenize import PairTokens, SequenceTokens
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PADDING_SIDES = ("left", "right")
 
@@ -61,69 +64,75 @@ def pair_length(item: PairTokens, layout: str = "shared") -> int:
     return 2 * p + c + r if layout == "unpadded" else p + c + r
 
 
-class _Movable:
-    def to(self, device):
-        """A copy with every tensor on `device` (non-blocking where the source is pinned)."""
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        for k, v in moved.items():
-            if hasattr(v, "to") and hasattr(v, "device"):
-                moved[k] = v.to(device, non_blocking=True)
-        return type(self)(**moved)
+def to_device(batch: Any, device) -> Any:
+    """A copy of a batch dataclass with every tensor field (nested batches too) on `device`;
+    on CPU the batch itself. The one way a batch moves, for every stage."""
+    if str(device) == "cpu" or not is_dataclass(batch):
+        return batch
+    moved = {}
+    for f in fields(batch):
+        v = getattr(batch, f.name)
+        if is_dataclass(v):
+            v = to_device(v, device)
+        elif hasattr(v, "to") and hasattr(v, "device"):
+            v = v.to(device, non_blocking=True)
+        moved[f.name] = v
+    return replace(batch, **moved)
 
 
 @dataclass
-class PairBatch(_Movable):
+class PairBatch:
     """Padded layout: 2B rows, chosen sequences (prompt + chosen) in rows 0..B-1, rejected in B..2B-1."""
-    input_ids: Any        # (2B, T) long
-    attention_mask: Any   # (2B, T) long, 1 = real token
-    position_ids: Any     # (2B, T) long, 0 at each sequence's first real token
-    completion_mask: Any  # (2B, T) bool, True on response tokens
-    token_type_ids: Any   # (2B, T) long (0 prompt, 1 response) for encoders, else None
-    gather_index: Any     # (N,) long, flat index into (2B * T)
-    gather_labels: Any    # (N,) long
-    gather_segment: Any   # (N,) long in [0, 2B)
-    last_index: Any       # (2B,) long, flat index of each sequence's last real token
+    input_ids: Tensor             # (2B, T) long
+    attention_mask: Tensor        # (2B, T) long, 1 = real token
+    position_ids: Tensor          # (2B, T) long, 0 at each sequence's first real token
+    completion_mask: Tensor       # (2B, T) bool, True on response tokens
+    token_type_ids: Tensor | None # (2B, T) long (0 prompt, 1 response) for encoders, else None
+    gather_index: Tensor          # (N,) long, flat index into (2B * T)
+    gather_labels: Tensor         # (N,) long
+    gather_segment: Tensor        # (N,) long in [0, 2B)
+    last_index: Tensor            # (2B,) long, flat index of each sequence's last real token
     num_pairs: int
     num_pad_tokens: int
     indices: list[int]    # PairTokens.index of each pair
 
 
 @dataclass
-class SharedPairBatch(_Movable):
+class SharedPairBatch:
     """Prefix-shared layout: each pair is [prompt | chosen | rejected] in one row (packed: several per row).
 
     Rejected positions continue from the prompt's end like chosen's; the block mask lets rejected
     see the prompt and itself but never chosen. Pads attend only to themselves (no empty softmax rows).
     """
-    input_ids: Any        # (R, T) long
-    position_ids: Any     # (R, T) long
-    attention_mask: Any   # (R, 1, T, T) bool, True = query may attend to key
-    chosen_mask: Any      # (R, T) bool, True on chosen tokens
-    rejected_mask: Any    # (R, T) bool, True on rejected tokens
-    gather_index: Any     # (N,) long, flat index into (R * T)
-    gather_labels: Any    # (N,) long
-    gather_segment: Any   # (N,) long in [0, 2B)
-    last_index: Any       # (2B,) long, flat index of the last chosen / rejected token
+    input_ids: Tensor             # (R, T) long
+    position_ids: Tensor          # (R, T) long
+    attention_mask: Tensor        # (R, 1, T, T) bool, True = query may attend to key
+    chosen_mask: Tensor           # (R, T) bool, True on chosen tokens
+    rejected_mask: Tensor         # (R, T) bool, True on rejected tokens
+    gather_index: Tensor          # (N,) long, flat index into (R * T)
+    gather_labels: Tensor         # (N,) long
+    gather_segment: Tensor        # (N,) long in [0, 2B)
+    last_index: Tensor            # (2B,) long, flat index of the last chosen / rejected token
     num_pairs: int
     num_pad_tokens: int
     indices: list[int]
-    token_type_ids: Any = None  # never set: encoders cannot share a prefix (they see the whole row)
+    token_type_ids: Tensor | None = None  # never set: encoders cannot share a prefix (they see the whole row)
 
 
 @dataclass
-class SequenceBatch(_Movable):
+class SequenceBatch:
     """Single sequences (SFT, KTO, scoring): B rows of prompt + completion, padded; or, from
     collate_sequences_packed, R rows each holding several sequences that never see each other
     (a block-diagonal causal 4D mask, positions restarting at 0 for each sequence)."""
-    input_ids: Any        # (B, T) long; packed: (R, T)
-    attention_mask: Any   # (B, T) long; packed: (R, 1, T, T) bool, True = query may attend to key
-    position_ids: Any     # (B, T) long; packed: (R, T)
-    completion_mask: Any  # (B, T) bool; packed: (R, T)
-    token_type_ids: Any   # (B, T) long for encoders, else None
-    gather_index: Any     # (N,) long, flat index into (rows * T)
-    gather_labels: Any    # (N,) long
-    gather_segment: Any   # (N,) long in [0, B)
-    last_index: Any       # (B,) long, flat index of each sequence's last token
+    input_ids: Tensor             # (B, T) long; packed: (R, T)
+    attention_mask: Tensor        # (B, T) long; packed: (R, 1, T, T) bool, True = query may attend to key
+    position_ids: Tensor          # (B, T) long; packed: (R, T)
+    completion_mask: Tensor       # (B, T) bool; packed: (R, T)
+    token_type_ids: Tensor | None # (B, T) long for encoders, else None
+    gather_index: Tensor          # (N,) long, flat index into (rows * T)
+    gather_labels: Tensor         # (N,) long
+    gather_segment: Tensor        # (N,) long in [0, B)
+    last_index: Tensor            # (B,) long, flat index of each sequence's last token
     num_sequences: int
     num_pad_tokens: int
     indices: list[int]

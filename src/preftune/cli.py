@@ -16,7 +16,7 @@ COMMANDS: dict[str, list[str]] = {
     "": ["preftune.quickstart", "preftune.eval.score", "preftune.eval.bon", "preftune.eval.sample_pairs",
          "preftune.report.commands"],
     "data": ["preftune.data.commands", "preftune.data.convert", "preftune.world.generate"],
-    "train": ["preftune.train.sft", "preftune.train.rm", "preftune.train.dpo"],
+    "train": ["preftune.train.commands"],
     "eval": ["preftune.eval.commands", "preftune.eval.rm"],
 }
 GROUP_HELP = {

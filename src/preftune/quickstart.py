@@ -48,7 +48,7 @@ def run_quickstart(args) -> int:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    from preftune.train.common import auto_threads
+    from preftune.train.optim import auto_threads
 
     print(f"torch CPU threads: {auto_threads()}")
     t_start = time.perf_counter()

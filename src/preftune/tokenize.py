@@ -58,6 +58,11 @@ class TokenizeReport:
         return (f"{self.num_rows} rows: {self.num_truncated} truncated, {self.num_dropped} dropped"
                 + "".join(f"\n  row {i}: {why}" for i, why in self.dropped[:10]))
 
+    def to_dict(self, max_dropped: int = 100, **extra: Any) -> dict:
+        """What run.json records (the first `max_dropped` dropped rows with their reasons)."""
+        return {"num_rows": self.num_rows, "num_truncated": self.num_truncated, "num_dropped": self.num_dropped,
+                "dropped": [{"row": i, "reason": why} for i, why in self.dropped[:max_dropped]], **extra}
+
 
 class _Encoder:
     """The tokenizer-specific part: how a (prompt, response) conversation becomes ids."""

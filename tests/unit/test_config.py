@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 
 from preftune.config import describe, from_dict, load_config, opt, save_config
-from preftune.train.common import TrainConfig
+from preftune.train.configs import TrainConfig
 
 
 def test_yaml_then_overrides_and_nested(tmp_path):

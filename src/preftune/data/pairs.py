@@ -3,6 +3,8 @@ rows that cannot be pairs (unpaired rows), naming the file and row."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 def load_pairs(path: str, rated_min_margin: float = 0.0) -> tuple[list, dict]:
     """PairRecords of a file; rated rows become pairs with a margin. ValueError names file/line/field."""
@@ -26,3 +28,32 @@ def load_pairs(path: str, rated_min_margin: float = 0.0) -> tuple[list, dict]:
     if not pairs:
         raise ValueError(f"{path}: no pairs to train on")
     return pairs, counts
+
+
+@dataclass
+class PreferenceRows:
+    """The rows of a preference file: pairs (rated rows expanded) and unpaired (prompt/completion/label)."""
+    pairs: list                    # PairRecord, in file order (a rated row's pairs where the row was)
+    unpaired: list                 # UnpairedRecord, in file order
+    first_unpaired_row: int | None  # 1-based row number of the first unpaired row
+    num_rated: int                 # rated rows expanded into pairs
+
+
+def read_preference_rows(path: str) -> PreferenceRows:
+    """Every row of a file as pairs or unpaired rows; rated rows become pairs (every two completions
+    whose scores differ). ValueError names file/line/field for a bad row."""
+    from preftune.data.io import read_records
+    from preftune.data.records import PairRecord, RatedRecord, UnpairedRecord
+
+    out = PreferenceRows([], [], None, 0)
+    for i, r in enumerate(read_records(path)):
+        if isinstance(r, RatedRecord):
+            out.num_rated += 1
+            out.pairs += r.to_pairs()
+        elif isinstance(r, PairRecord):
+            out.pairs.append(r)
+        elif isinstance(r, UnpairedRecord):
+            out.unpaired.append(r)
+            if out.first_unpaired_row is None:
+                out.first_unpaired_row = i + 1
+    return out

@@ -9,86 +9,14 @@ Notation: h_c = policy_chosen_logps - ref_chosen_logps, h_r likewise, Δ = h_c -
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from preftune.losses.spec import _MARGIN_LOSSES, _REFERENCE_FREE, LossMix, LossType
 from preftune.losses.unpaired import kto_loss
-
-
-class LossType(Enum):
-    SIGMOID = "sigmoid"            # DPO; with label_smoothing > 0 it is cDPO
-    IPO = "ipo"
-    HINGE = "hinge"                # SLiC-HF / RSO
-    ROBUST = "robust"              # robust DPO, label_smoothing = flip rate ε
-    SIGMOID_NORM = "sigmoid_norm"  # length-normalised DPO
-    SIMPO = "simpo"
-    ORPO = "orpo"
-    BCO_PAIR = "bco_pair"
-    APO_ZERO = "apo_zero"
-    APO_DOWN = "apo_down"
-    SPPO_HARD = "sppo_hard"
-    NCA_PAIR = "nca_pair"
-    EXO_PAIR = "exo_pair"
-    DISCOPOP = "discopop"
-    SFT = "sft"                    # NLL of chosen; with a DPO loss in a LossMix it is RPO
-    KTO = "kto"                    # unpaired; on pairs it splits them into unpaired rows
-
-    @property
-    def needs_reference(self) -> bool:
-        return self not in _REFERENCE_FREE
-
-    @property
-    def paired(self) -> bool:
-        """False for losses defined on unpaired rows (they still accept pairs, split in two)."""
-        return self is not LossType.KTO
-
-    @property
-    def needs_lengths(self) -> bool:
-        """Needs chosen_lengths/rejected_lengths (IPO too, unless ipo_normalize_length=False)."""
-        return self in (LossType.SIGMOID_NORM, LossType.SIMPO, LossType.ORPO)
-
-    @property
-    def accepts_margin(self) -> bool:
-        """A per-pair margin m shifts the logit z = βΔ - m (ODPO-style offset)."""
-        return self in _MARGIN_LOSSES
-
-    @property
-    def accepts_confidence(self) -> bool:
-        """Row confidence c is a soft target: -c log σ(z) - (1-c) log σ(-z) (Bernoulli likelihood)."""
-        return self in (LossType.SIGMOID, LossType.SIGMOID_NORM, LossType.SIMPO)
-
-    @property
-    def accepts_label_smoothing(self) -> bool:
-        """cDPO smoothing (sigmoid, sigmoid_norm, simpo) or the flip rate ε (robust, exo_pair)."""
-        return self in _SMOOTHING_LOSSES
-
-    @classmethod
-    def from_name(cls, name: str | LossType) -> LossType:
-        if isinstance(name, cls):
-            return name
-        key = str(name).strip().lower().replace("-", "_")
-        key = _ALIASES.get(key, key)
-        try:
-            return cls(key)
-        except ValueError:
-            valid = ", ".join([m.value for m in cls] + sorted(_ALIASES))
-            raise ValueError(f"unknown loss {name!r}; valid: {valid}") from None
-
-
-_REFERENCE_FREE = frozenset({LossType.SIMPO, LossType.ORPO, LossType.SFT})
-_MARGIN_LOSSES = frozenset({
-    LossType.SIGMOID, LossType.HINGE, LossType.ROBUST, LossType.SIGMOID_NORM, LossType.SIMPO,
-    LossType.DISCOPOP,
-})
-_SMOOTHING_LOSSES = frozenset({
-    LossType.SIGMOID, LossType.SIGMOID_NORM, LossType.SIMPO, LossType.ROBUST, LossType.EXO_PAIR,
-})
-_ALIASES = {"dpo": "sigmoid", "cdpo": "sigmoid", "slic": "hinge", "rso": "hinge", "rdpo": "robust",
-            "ln_dpo": "sigmoid_norm", "length_normalized": "sigmoid_norm", "nll": "sft"}
 
 
 @dataclass
@@ -193,82 +121,97 @@ def _check(name: str, t: Tensor | None, b: int) -> None:
         raise ValueError(f"{name} must have shape ({b},), got {tuple(t.shape)}")
 
 
-def preference_loss(
-    loss_type: LossType | str,
-    policy_chosen_logps: Tensor,
-    policy_rejected_logps: Tensor,
-    ref_chosen_logps: Tensor | None = None,
-    ref_rejected_logps: Tensor | None = None,
-    *,
-    beta: float,
-    chosen_lengths: Tensor | None = None,
-    rejected_lengths: Tensor | None = None,
-    label_smoothing: float = 0.0,
-    margin: Tensor | float | None = None,
-    confidence: Tensor | None = None,
-    weights: Tensor | None = None,
-    chosen_nll: Tensor | None = None,
-    ipo_normalize_length: bool = True,
-    simpo_gamma: float = 0.5,
-    discopop_tau: float = 0.05,
-    bco_delta: float | Tensor = 0.0,
-    kto_z0: float | Tensor | None = None,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-) -> PreferenceLossOutput:
-    """Per-pair loss of `loss_type`. All tensors (B,); lengths are completion token counts.
+@dataclass(frozen=True)
+class PreferenceLossParams:
+    """The scalar settings of the DPO family, in one place (DPOConfig.loss_params() builds it).
 
-    label_smoothing: cDPO smoothing for sigmoid (and SimPO, length-normalised DPO), flip rate ε
-    in [0, 0.5) for robust, ε in (0, 1) for exo_pair (required there). margin (B,) or scalar, in
-    reward units, shifts the logit z = βΔ - m for LossType.accepts_margin losses. confidence (B,) in
-    [0, 1] is a soft target for accepts_confidence losses. weights (B,) multiply any loss.
-    chosen_nll (B,): the caller's NLL of the chosen response, needed by orpo and sft.
-    ipo_normalize_length divides h by the completion length (TRL's and the IPO authors' practice).
-    kto_z0: KTO reference point (see unpaired.kto_reference_point), needed by kto.
+    beta: β, the strength of the implicit KL (λ for ORPO, τ for IPO). label_smoothing: cDPO smoothing
+    for sigmoid (and SimPO, length-normalised DPO), flip rate ε in [0, 0.5) for robust, ε in (0, 1)
+    for exo_pair (required there). ipo_normalize_length divides h by the completion length (TRL's and
+    the IPO authors' practice). simpo_gamma: SimPO's target margin γ; discopop_tau: DiscoPOP's τ;
+    bco_delta: BCO-pair's reward shift δ; desirable/undesirable_weight: KTO's λ_D / λ_U.
+    """
+
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    ipo_normalize_length: bool = True
+    simpo_gamma: float = 0.5
+    discopop_tau: float = 0.05
+    bco_delta: float = 0.0
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class PairLossInputs:
+    """Per-pair tensors a preference loss may read; every tensor (B,).
+
+    *_logps: log-probs summed over completion tokens; lengths: completion token counts; margin (B,) or
+    a scalar, in reward units, shifts the logit z = βΔ - m (LossType.accepts_margin losses); confidence
+    in [0, 1] is a soft target (accepts_confidence losses); weights multiply any loss; chosen_nll is the
+    caller's NLL of the chosen response (orpo, sft); kto_z0 the KTO reference point (kto).
+    """
+
+    policy_chosen_logps: Tensor
+    policy_rejected_logps: Tensor
+    ref_chosen_logps: Tensor | None = None
+    ref_rejected_logps: Tensor | None = None
+    chosen_lengths: Tensor | None = None
+    rejected_lengths: Tensor | None = None
+    margin: Tensor | float | None = None
+    confidence: Tensor | None = None
+    weights: Tensor | None = None
+    chosen_nll: Tensor | None = None
+    kto_z0: Tensor | float | None = None
+
+    @property
+    def has_reference(self) -> bool:
+        return self.ref_chosen_logps is not None and self.ref_rejected_logps is not None
+
+
+def _check_inputs(lt: LossType, x: PairLossInputs, p: PreferenceLossParams) -> None:
+    """ValueError for a missing reference/length/NLL, a wrong shape, or an option `lt` does not take."""
+    if x.policy_chosen_logps.dim() != 1:
+        raise ValueError(f"policy_chosen_logps must be (B,), got {tuple(x.policy_chosen_logps.shape)}")
+    b = x.policy_chosen_logps.shape[0]
+    for name in ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
+                 "chosen_lengths", "rejected_lengths", "confidence", "weights", "chosen_nll"):
+        _check(name, getattr(x, name), b)
+    if isinstance(x.margin, Tensor) and x.margin.dim() > 0:
+        _check("margin", x.margin, b)
+    if p.beta <= 0:
+        raise ValueError(f"beta must be > 0, got {p.beta}")
+    if lt.needs_reference and not x.has_reference:
+        free = ", ".join(sorted(m.value for m in _REFERENCE_FREE))
+        raise ValueError(f"loss {lt.value!r} needs ref_chosen_logps and ref_rejected_logps (reference-free: {free})")
+    needs_len = lt.needs_lengths or (lt is LossType.IPO and p.ipo_normalize_length)
+    if needs_len and (x.chosen_lengths is None or x.rejected_lengths is None):
+        raise ValueError(f"loss {lt.value!r} needs chosen_lengths and rejected_lengths"
+                         + (" (or ipo_normalize_length=False)" if lt is LossType.IPO else ""))
+    if x.margin is not None and not lt.accepts_margin:
+        ok = ", ".join(sorted(m.value for m in _MARGIN_LOSSES))
+        raise ValueError(f"loss {lt.value!r} takes no margin; losses with a margin: {ok}")
+    if x.confidence is not None and not lt.accepts_confidence:
+        raise ValueError(f"loss {lt.value!r} takes no confidence target; pass it as weights instead")
+    if lt in (LossType.ORPO, LossType.SFT) and x.chosen_nll is None:
+        raise ValueError(f"loss {lt.value!r} needs chosen_nll (the SFT term computed by the caller)")
+    _check_smoothing(lt, p.label_smoothing)
+
+
+def preference_loss(loss_type: LossType | str, inputs: PairLossInputs,
+                    params: PreferenceLossParams = PreferenceLossParams()) -> PreferenceLossOutput:
+    """Per-pair loss of `loss_type` on `inputs` (tensors (B,)) with the scalar settings `params`.
+
     Raises ValueError for a missing reference/length/NLL and for options a loss does not take.
     """
     lt = LossType.from_name(loss_type)
-    if policy_chosen_logps.dim() != 1:
-        raise ValueError(f"policy_chosen_logps must be (B,), got {tuple(policy_chosen_logps.shape)}")
-    b = policy_chosen_logps.shape[0]
-    for name, t in (("policy_chosen_logps", policy_chosen_logps), ("policy_rejected_logps", policy_rejected_logps),
-                    ("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps),
-                    ("chosen_lengths", chosen_lengths), ("rejected_lengths", rejected_lengths),
-                    ("confidence", confidence), ("weights", weights), ("chosen_nll", chosen_nll)):
-        _check(name, t, b)
-    if isinstance(margin, Tensor) and margin.dim() > 0:
-        _check("margin", margin, b)
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    has_ref = ref_chosen_logps is not None and ref_rejected_logps is not None
-    if lt.needs_reference and not has_ref:
-        free = ", ".join(sorted(m.value for m in _REFERENCE_FREE))
-        raise ValueError(f"loss {lt.value!r} needs ref_chosen_logps and ref_rejected_logps (reference-free: {free})")
-    needs_len = lt.needs_lengths or (lt is LossType.IPO and ipo_normalize_length)
-    if needs_len and (chosen_lengths is None or rejected_lengths is None):
-        raise ValueError(f"loss {lt.value!r} needs chosen_lengths and rejected_lengths"
-                         + (" (or ipo_normalize_length=False)" if lt is LossType.IPO else ""))
-    if margin is not None and not lt.accepts_margin:
-        ok = ", ".join(sorted(m.value for m in _MARGIN_LOSSES))
-        raise ValueError(f"loss {lt.value!r} takes no margin; losses with a margin: {ok}")
-    if confidence is not None and not lt.accepts_confidence:
-        raise ValueError(f"loss {lt.value!r} takes no confidence target; pass it as weights instead")
-    if lt in (LossType.ORPO, LossType.SFT) and chosen_nll is None:
-        raise ValueError(f"loss {lt.value!r} needs chosen_nll (the SFT term computed by the caller)")
-    _check_smoothing(lt, label_smoothing)
-
-    losses, c_score, r_score = _dispatch(
-        lt, policy_chosen_logps, policy_rejected_logps,
-        ref_chosen_logps if has_ref else None, ref_rejected_logps if has_ref else None,
-        beta=beta, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths,
-        label_smoothing=label_smoothing, margin=margin, confidence=confidence, chosen_nll=chosen_nll,
-        ipo_normalize_length=ipo_normalize_length, simpo_gamma=simpo_gamma, discopop_tau=discopop_tau,
-        bco_delta=bco_delta, kto_z0=kto_z0, desirable_weight=desirable_weight,
-        undesirable_weight=undesirable_weight,
-    )
-    if weights is not None:
-        losses = losses * weights.to(losses.dtype)
-    return PreferenceLossOutput(losses, (beta * c_score).detach(), (beta * r_score).detach())
+    _check_inputs(lt, inputs, params)
+    if not inputs.has_reference:  # one side given alone is ignored, as if neither was
+        inputs = replace(inputs, ref_chosen_logps=None, ref_rejected_logps=None)
+    losses, c_score, r_score = _dispatch(lt, inputs, params)
+    if inputs.weights is not None:
+        losses = losses * inputs.weights.to(losses.dtype)
+    return PreferenceLossOutput(losses, (params.beta * c_score).detach(), (params.beta * r_score).detach())
 
 
 def _check_smoothing(lt: LossType, eps: float) -> None:
@@ -280,27 +223,27 @@ def _check_smoothing(lt: LossType, eps: float) -> None:
         raise ValueError(f"loss {lt.value!r} takes no label_smoothing")
 
 
-def _dispatch(lt, pc, pr, rc, rr, *, beta, chosen_lengths, rejected_lengths, label_smoothing, margin,
-              confidence, chosen_nll, ipo_normalize_length, simpo_gamma, discopop_tau, bco_delta, kto_z0,
-              desirable_weight, undesirable_weight) -> tuple[Tensor, Tensor, Tensor]:
+def _dispatch(lt: LossType, x: PairLossInputs, p: PreferenceLossParams) -> tuple[Tensor, Tensor, Tensor]:
     """Returns (losses, chosen_score, rejected_score), score = the quantity β multiplies."""
+    pc, pr, rc, rr = x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps
+    beta, label_smoothing, margin = p.beta, p.label_smoothing, x.margin
     if lt.needs_reference:
         c, r = pc - rc, pr - rr  # log-ratios h_c, h_r
     else:  # reference-free: scores are average log-probs (SimPO, ORPO) or log-ratios if given (SFT)
         c, r = (pc - rc, pr - rr) if rc is not None and lt is LossType.SFT else (pc, pr)
     if lt in (LossType.SIGMOID_NORM, LossType.SIMPO, LossType.ORPO) or (
-            lt is LossType.IPO and ipo_normalize_length):
-        c, r = c / chosen_lengths.clamp(min=1), r / rejected_lengths.clamp(min=1)
+            lt is LossType.IPO and p.ipo_normalize_length):
+        c, r = c / x.chosen_lengths.clamp(min=1), r / x.rejected_lengths.clamp(min=1)
     z = beta * (c - r)
     if margin is not None:
         z = z - margin
-    target = 1.0 if confidence is None else confidence.to(z.dtype)
+    target = 1.0 if x.confidence is None else x.confidence.to(z.dtype)
     target = target * (1 - label_smoothing) + (1 - target) * label_smoothing
 
     if lt in (LossType.SIGMOID, LossType.SIGMOID_NORM):
         losses = logistic_loss(z, target)
     elif lt is LossType.SIMPO:  # Meng et al. 2024, Eq. 6: -log σ(β(avg_c - avg_r) - γ)
-        losses = logistic_loss(z - simpo_gamma, target)
+        losses = logistic_loss(z - p.simpo_gamma, target)
     elif lt is LossType.IPO:
         losses = ipo_loss(c, r, beta=beta)
     elif lt is LossType.HINGE:
@@ -308,9 +251,9 @@ def _dispatch(lt, pc, pr, rc, rr, *, beta, chosen_lengths, rejected_lengths, lab
     elif lt is LossType.ROBUST:
         losses = robust_loss(z, flip_rate=label_smoothing)
     elif lt is LossType.ORPO:
-        losses = orpo_loss(c, r, chosen_nll, beta=beta)
+        losses = orpo_loss(c, r, x.chosen_nll, beta=beta)
     elif lt is LossType.BCO_PAIR:
-        losses = bco_pair_loss(beta * c, beta * r, delta=bco_delta)
+        losses = bco_pair_loss(beta * c, beta * r, delta=p.bco_delta)
     elif lt is LossType.APO_ZERO:
         losses = apo_zero_loss(beta * c, beta * r)
     elif lt is LossType.APO_DOWN:
@@ -322,13 +265,13 @@ def _dispatch(lt, pc, pr, rc, rr, *, beta, chosen_lengths, rejected_lengths, lab
     elif lt is LossType.EXO_PAIR:
         losses = exo_pair_loss(z, epsilon=label_smoothing)
     elif lt is LossType.DISCOPOP:
-        losses = discopop_loss(z, tau=discopop_tau)
+        losses = discopop_loss(z, tau=p.discopop_tau)
     elif lt is LossType.SFT:
-        losses = chosen_nll
+        losses = x.chosen_nll
     elif lt is LossType.KTO:
-        if kto_z0 is None:
+        if x.kto_z0 is None:
             raise ValueError("loss 'kto' needs kto_z0 (see preftune.losses.unpaired.kto_reference_point)")
-        losses = _kto_on_pairs(pc, pr, rc, rr, beta, kto_z0, desirable_weight, undesirable_weight)
+        losses = _kto_on_pairs(pc, pr, rc, rr, beta, x.kto_z0, p.desirable_weight, p.undesirable_weight)
     else:  # pragma: no cover - every member is handled above
         raise AssertionError(lt)
     return losses, c, r
@@ -343,73 +286,25 @@ def _kto_on_pairs(pc, pr, rc, rr, beta, z0, w_d, w_u) -> Tensor:
     return out.losses.view(2, -1).mean(0)
 
 
-# ---------------------------------------------------------------- mixing losses (RPO etc.)
-
-@dataclass(frozen=True)
-class LossMix:
-    """Weighted sum of losses plus an optional SFT (NLL of chosen) term: RPO = sigmoid + α·sft.
-
-    terms: ((LossType, weight), ...), at least one. sft_weight: weight of `chosen_nll`.
-    ORPO already contains its own NLL term: an extra sft_weight adds a second one on purpose only.
-    """
-
-    terms: tuple[tuple[LossType, float], ...]
-    sft_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.terms:
-            raise ValueError("LossMix needs at least one loss")
-        object.__setattr__(self, "terms", tuple((LossType.from_name(t), float(w)) for t, w in self.terms))
-
-    @classmethod
-    def parse(cls, spec: str, sft_weight: float = 0.0) -> LossMix:
-        """'sigmoid' or 'sigmoid:1.0,ipo:0.5' -> LossMix; an 'sft:α' term sets sft_weight."""
-        terms, sft = [], sft_weight
-        for part in (p.strip() for p in spec.split(",") if p.strip()):
-            name, _, w = part.partition(":")
-            try:
-                weight = float(w) if w else 1.0
-            except ValueError:
-                raise ValueError(f"bad weight {w!r} in loss spec {spec!r}; write name:weight") from None
-            if LossType.from_name(name) is LossType.SFT:
-                sft += weight
-            else:
-                terms.append((LossType.from_name(name), weight))
-        if not terms:
-            terms = [(LossType.SFT, 0.0)]  # pure SFT: the NLL alone, carried by sft_weight
-        return cls(tuple(terms), sft)
-
-    @property
-    def needs_reference(self) -> bool:
-        return any(t.needs_reference for t, _ in self.terms)
-
-    @property
-    def paired(self) -> bool:
-        return all(t.paired for t, _ in self.terms)
-
-
-def mixed_preference_loss(mix: LossMix, *args, chosen_nll: Tensor | None = None, **kwargs) -> PreferenceLossOutput:
+def mixed_preference_loss(mix: LossMix, inputs: PairLossInputs,
+                          params: PreferenceLossParams = PreferenceLossParams()) -> PreferenceLossOutput:
     """Σ_i w_i preference_loss(t_i, ...).losses + sft_weight · chosen_nll; rewards from the first term.
 
-    Same arguments as `preference_loss`; margin, confidence and label_smoothing are passed only to
-    terms that accept them (a row margin must not break an IPO term mixed with DPO). RPO (Pang et al. 2024) is
-    LossMix(((SIGMOID, 1),), sft_weight=α) with chosen_nll the per-token mean NLL of chosen.
+    margin, confidence and label_smoothing reach only the terms that accept them (a row margin must
+    not break an IPO term mixed with DPO). RPO (Pang et al. 2024) is LossMix(((SIGMOID, 1),),
+    sft_weight=α) with chosen_nll the per-token mean NLL of chosen.
     """
-    if mix.sft_weight and chosen_nll is None:
+    if mix.sft_weight and inputs.chosen_nll is None:
         raise ValueError("LossMix with sft_weight > 0 needs chosen_nll")
     total, first = None, None
     for lt, w in mix.terms:
-        kw = dict(kwargs)
-        if not lt.accepts_margin:
-            kw.pop("margin", None)
-        if not lt.accepts_confidence:
-            kw.pop("confidence", None)
-        if not lt.accepts_label_smoothing:
-            kw.pop("label_smoothing", None)
-        out = preference_loss(lt, *args, chosen_nll=chosen_nll, **kw)
+        x = replace(inputs, margin=inputs.margin if lt.accepts_margin else None,
+                    confidence=inputs.confidence if lt.accepts_confidence else None)
+        p = params if lt.accepts_label_smoothing else replace(params, label_smoothing=0.0)
+        out = preference_loss(lt, x, p)
         first = first or out
         total = w * out.losses if total is None else total + w * out.losses
     if mix.sft_weight:
-        nll = chosen_nll if kwargs.get("weights") is None else chosen_nll * kwargs["weights"]
+        nll = inputs.chosen_nll if inputs.weights is None else inputs.chosen_nll * inputs.weights
         total = total + mix.sft_weight * nll
     return PreferenceLossOutput(total, first.chosen_rewards, first.rejected_rewards)

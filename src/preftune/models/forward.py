@@ -236,17 +236,25 @@ def sequence_rewards(reward_model, batch: SequenceBatch, pad_tolerance: float = 
     return _scores(reward_model, batch, pad_tolerance)
 
 
+def completion_logps(model, batch, chunk_size: int = 1024, return_tokens: bool = False):
+    """PairLogps of a pair batch (any layout) or SequenceLogps of a SequenceBatch."""
+    if isinstance(batch, SequenceBatch):
+        return sequence_logps(model, batch, chunk_size=chunk_size, return_tokens=return_tokens)
+    return pair_logps(model, batch, chunk_size=chunk_size, return_tokens=return_tokens)
+
+
 class ForwardModule(torch.nn.Module):
     """`fn(model, batch)` as a module, so that a DDP / accelerate wrapper around it sees the forward
     (calling `model.model` on a DDP-wrapped model would bypass DDP's forward and its gradient sync).
 
-    fn: "pair_logps", "sequence_logps", "pair_rewards" or "sequence_rewards"; kwargs go to fn.
+    fn: "logps" (completion_logps: pairs or sequences), "pair_logps", "sequence_logps", "pair_rewards" or
+    "sequence_rewards"; kwargs go to fn. The training stages wrap their model in one of these.
     """
 
     def __init__(self, model, fn: str = "pair_logps", **kwargs):
         super().__init__()
-        fns = {"pair_logps": pair_logps, "sequence_logps": sequence_logps, "pair_rewards": pair_rewards,
-               "sequence_rewards": sequence_rewards}
+        fns = {"logps": completion_logps, "pair_logps": pair_logps, "sequence_logps": sequence_logps,
+               "pair_rewards": pair_rewards, "sequence_rewards": sequence_rewards}
         if fn not in fns:
             raise ValueError(f"fn must be one of {', '.join(fns)}, got {fn!r}")
         self.model, self.fn, self.kwargs = model, fns[fn], kwargs

@@ -117,7 +117,7 @@ def _config_dict(run: RunData) -> dict:
 
 def _paths(data: Any) -> str | None:
     """Data file paths from run.json's `data`: a list of {path, ...}, a dict path -> {sha256, ...}
-    (what train/common.py writes), a dict split -> {path, ...}, or a plain string."""
+    (what train/run.py writes), a dict split -> {path, ...}, or a plain string."""
     if isinstance(data, dict):
         found = [str(_get(v, "path") or k) for k, v in data.items()]
     elif isinstance(data, list):

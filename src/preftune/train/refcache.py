@@ -15,6 +15,7 @@ chosen per-token log-probs (for the KL-to-reference metric). Shapes: P pairs, N 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,7 +25,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from preftune.batching import SequenceBatch, length_grouped_batches, pair_length, to_device
+from preftune.models.forward import pair_logps, sequence_logps
+from preftune.ops.logprobs import pad_by_segment
+
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RefPairLogps:
+    """The reference's log-probs of a batch of B pairs."""
+    chosen_logps: torch.Tensor    # (B,) summed over chosen tokens
+    rejected_logps: torch.Tensor  # (B,)
+    chosen_tokens: torch.Tensor   # (B, L) chosen per-token log-probs, zero-padded (the KL metric)
+    chosen_mask: torch.Tensor     # (B, L) bool
+
+
+@dataclass(frozen=True)
+class RefSequenceLogps:
+    """The reference's log-probs of a batch of B single sequences (KTO rows)."""
+    logps: torch.Tensor   # (B,) summed over completion tokens
+    tokens: torch.Tensor  # (B, L) per-token log-probs, zero-padded
+    mask: torch.Tensor    # (B, L) bool
 
 
 @dataclass
@@ -35,10 +59,8 @@ class RefLogps:
     chosen_tokens: Any    # (N,) float32, chosen per-token log-probs, pair after pair
     offsets: Any          # (P + 1,) long, pair p's tokens are chosen_tokens[offsets[p]:offsets[p + 1]]
 
-    def take(self, positions: Sequence[int]):
-        """Rows of a batch: chosen (B,), rejected (B,), chosen tokens (B, L) zero-padded, mask (B, L)."""
-        import torch
-
+    def take(self, positions: Sequence[int], device=None) -> RefPairLogps:
+        """The rows of a batch (positions in the tokenised list), on `device`."""
         pos = torch.as_tensor(list(positions), dtype=torch.long)
         starts, ends = self.offsets[pos], self.offsets[pos + 1]
         width = int((ends - starts).max()) if len(pos) else 0
@@ -47,13 +69,12 @@ class RefLogps:
         for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
             tokens[i, :e - s] = self.chosen_tokens[s:e]
             mask[i, :e - s] = True
-        return self.chosen_logps[pos], self.rejected_logps[pos], tokens, mask
+        out = RefPairLogps(self.chosen_logps[pos], self.rejected_logps[pos], tokens, mask)
+        return out if device is None else to_device(out, device)
 
 
 def weights_fingerprint(model) -> str:
     """sha256 over every parameter and buffer (name, dtype, shape, bytes), in name order."""
-    import torch
-
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
@@ -87,12 +108,6 @@ def default_cache_dir() -> Path:
 def compute_ref_logps(model, items: Sequence[Any], collate: Callable[[list], Any], batch_size: int,
                       chunk_size: int, device=None) -> RefLogps:
     """Run the reference over every pair once (no gradients), batches sorted by length."""
-    import torch
-
-    from preftune.batching import length_grouped_batches, pair_length
-    from preftune.models.forward import pair_logps
-    from preftune.train.loop import to_device
-
     P = len(items)
     chosen = torch.zeros(P, dtype=torch.float32)
     rejected = torch.zeros(P, dtype=torch.float32)
@@ -115,8 +130,6 @@ def compute_ref_logps(model, items: Sequence[Any], collate: Callable[[list], Any
 
 def save_ref_logps(ref: RefLogps, path: Path) -> None:
     """Atomic write (a concurrent reader never sees half a file)."""
-    import torch
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".refcache-", suffix=".pt", dir=path.parent)
     with os.fdopen(fd, "wb") as f:
@@ -128,8 +141,6 @@ def save_ref_logps(ref: RefLogps, path: Path) -> None:
 
 def load_ref_logps(path: Path) -> RefLogps | None:
     """The cached log-probs, or None when the file is missing or from another format version."""
-    import torch
-
     if not path.exists():
         return None
     d = torch.load(path, map_location="cpu", weights_only=True)
@@ -194,31 +205,21 @@ def load_reference(cfg, policy, splits: dict, collate, accelerator) -> tuple[Ref
     return Reference("cache", caches=caches), report
 
 
-def reference_logps(ref: Reference, policy_model, batch, rows: list[int], split: str, chunk_size: int, device):
-    """(chosen (B,), rejected (B,), chosen tokens (B, L), mask (B, L)) of the reference, or None.
-    KTO rows (a SequenceBatch): (logps (B,), None, tokens (B, L), mask (B, L))."""
-    import torch
-
-    from preftune.batching import SequenceBatch
-    from preftune.models.forward import pair_logps, sequence_logps
-    from preftune.ops.logprobs import pad_by_segment
-
+def reference_logps(ref: Reference, policy_model, batch, rows: list[int], split: str, chunk_size: int,
+                    device) -> RefPairLogps | RefSequenceLogps | None:
+    """The reference's log-probs of a batch: RefPairLogps for pairs, RefSequenceLogps for KTO rows
+    (a SequenceBatch), None without a reference."""
     if ref.mode == "none":
         return None
     if ref.mode == "cache":
-        return tuple(t.to(device) for t in ref.caches[split].take(rows))
+        return ref.caches[split].take(rows, device)
     model = ref.model if ref.mode == "model" else policy_model
-    with torch.no_grad(), (policy_model.disable_adapter() if ref.mode == "adapter" else _nullcontext()):
+    off = policy_model.disable_adapter() if ref.mode == "adapter" else contextlib.nullcontext()
+    with torch.no_grad(), off:
         if isinstance(batch, SequenceBatch):
             out = sequence_logps(model, batch, chunk_size=chunk_size, return_tokens=True)
             tok, mask = pad_by_segment(out.token_logps, out.token_segment, batch.num_sequences)
-            return out.logps, None, tok, mask
+            return RefSequenceLogps(out.logps, tok, mask)
         out = pair_logps(model, batch, chunk_size=chunk_size, return_tokens=True)
     tok, mask = out.token_matrix("chosen")
-    return out.chosen_logps, out.rejected_logps, tok, mask
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
+    return RefPairLogps(out.chosen_logps, out.rejected_logps, tok, mask)

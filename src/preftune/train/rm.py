@@ -13,15 +13,22 @@ e * (1 + A) + j. RUN/final/preftune_rm.json records the heads, weights and ensem
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from preftune.config import opt
+import torch
+
+from preftune.batching import pair_length, to_device
 from preftune.data.pairs import load_pairs
-from preftune.train.common import TrainConfig
+from preftune.models import is_encoder, load_reward_model, load_tokenizer, resolve_model_path
+from preftune.models.forward import ForwardModule
+from preftune.train import stage
+from preftune.train.configs import EnsembleConfig, RMConfig
+from preftune.train.optim import disable_dropout, optimizer_step, prepare_model
+from preftune.train.plan import eval_batches
 from preftune.train.rm_data import (
     MISSING,
     VERDICT_CODES,
@@ -30,70 +37,11 @@ from preftune.train.rm_data import (
     bootstrap_weights,
     counted_per_batch,
     make_collate,
-    micro_batches,
     prepare_pairs,
     resolve_heads,
 )
-from preftune.train.rm_loss import RewardForward, Tally, rm_loss
-
-CONFIDENCE_MODES = ("off", "soft", "weight")
-LAYOUT_CHOICES = ("auto", "padded", "shared", "packed")
-ENSEMBLE_MODES = ("heads", "members")
-
-
-@dataclass
-class EnsembleConfig:
-    size: int = opt(1, "ensemble size K (1 = a single reward model)")
-    mode: str = opt("heads", "heads: K heads on one backbone, each on its own bootstrap resample of the "
-                             "pairs | members: K models trained apart (seeds seed..seed+K-1, own data order)")
-    bootstrap: bool = opt(True, "heads mode: weight each pair by a Poisson(1) bootstrap count per head")
-
-
-@dataclass
-class RMConfig(TrainConfig):
-    lr: float = opt(2e-5, "peak learning rate")
-    layout: str = opt("auto", "batch layout: auto (shared prompt for decoders, padded for encoders) | padded | shared "
-                              "| packed (decoders: several prompt-shared pairs per row, no padding)")
-    margin_scale: float = opt(0.0, "BT margin m = margin_scale * row `margin` (0 = no margin; Llama 2 style)")
-    center_coef: float = opt(0.0, "reward centering: + coef * mean((r_chosen + r_rejected)^2)")
-    confidence: str = opt("off", "use the row's `confidence`: off | soft (target probability) | weight (loss weight)")
-    label_smoothing: float = opt(0.0, "target 1 - eps for chosen (conservative BT)")
-    ties: str = opt("skip", "rows with close: true are ties: skip | half (target 1/2) | rao_kupper")
-    rao_kupper_log_theta: float = opt(1.0, "tie width a = log(theta) of the Rao-Kupper model")
-    rated_min_margin: float = opt(0.0, "rated rows: only pairs whose scores differ by more than this")
-    heads: list[str] = opt(help="attribute heads trained from rows' `attributes` (e.g. [helpfulness, "
-                                "harmlessness]); [auto] = every attribute in the data", factory=list)
-    head_weights: dict[str, float] = opt(help="weights of the scalarised reward by head name (overall + attributes); "
-                                              "empty = the overall head alone", factory=dict)
-    attribute_loss_weight: float = opt(1.0, "weight of the attribute heads' loss next to the overall head's")
-    ensemble: EnsembleConfig = opt(help="ensemble settings", factory=EnsembleConfig)
-    eval_batch_size: int = opt(32, "pairs per evaluation batch")
-    disable_dropout: bool = opt(True, "set every dropout probability of the backbone to 0 (as TRL's RewardTrainer "
-                                      "does): the BT margin then is not noise, and pieces/accumulation are exact")
-    pad_tolerance: float = opt(0.05, "encoders: the rows of a batch run in length-sorted chunks whose padding share "
-                                     "stays under this (0 = no padding computed, 1 = one padded block)")
-    micro_tokens: int = opt(2048, "most tokens one forward/backward holds: a batch whose pairs need more is run in "
-                                  "pieces with gradients summed (same update, bounded memory; 0 = no limit)")
-
-    def validate(self) -> None:
-        super().validate()
-        checks = [("layout", self.layout, LAYOUT_CHOICES), ("confidence", self.confidence, CONFIDENCE_MODES),
-                  ("ties", self.ties, ("skip", "half", "rao_kupper")), ("ensemble.mode", self.ensemble.mode, ENSEMBLE_MODES)]
-        for key, value, valid in checks:
-            if value not in valid:
-                raise ValueError(f"{key}: must be one of {', '.join(valid)}, got {value!r}")
-        if self.ensemble.size < 1:
-            raise ValueError(f"ensemble.size: must be >= 1, got {self.ensemble.size}")
-        if self.heads and "overall" in self.heads:
-            raise ValueError("heads: 'overall' is always trained (from chosen/rejected); list attributes only")
-        if not 0 <= self.pad_tolerance <= 1:
-            raise ValueError(f"pad_tolerance: must be in [0, 1], got {self.pad_tolerance}")
-        if self.micro_tokens < 0:
-            raise ValueError(f"micro_tokens: must be >= 0 (0 = no limit), got {self.micro_tokens}")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
-
-
+from preftune.train.rm_loss import Tally, rm_loss
+from preftune.train.run import progress
 
 # --------------------------------------------------------------------------- the loop
 
@@ -105,8 +53,6 @@ def _layout(cfg: RMConfig, encoder: bool) -> str:
 
 def _check_model(name: str):
     """Tokenizer + encoder flag, with one clear error before any training starts."""
-    from preftune.models import is_encoder, load_tokenizer, resolve_model_path
-
     path = resolve_model_path(name)
     tok_files = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
     if Path(path).is_dir() and not any((Path(path) / f).exists() for f in tok_files):
@@ -187,22 +133,6 @@ def _merge_member_metrics(out: Path, k: int) -> None:
 
 
 def _train_one(cfg: RMConfig) -> Path:
-    import torch
-
-    from preftune.models import load_reward_model
-    from preftune.train.common import (
-        apply_lora,
-        build_optimizer,
-        disable_dropout,
-        load_checkpoint,
-        make_accelerator,
-        progress,
-        save_checkpoint,
-        save_final,
-        truncate_metrics,
-    )
-    from preftune.train.loop import open_run
-
     # 1. everything that can fail on user input, before the run folder or the model
     tok, encoder = _check_model(cfg.model)
     layout = _layout(cfg, encoder)
@@ -216,115 +146,86 @@ def _train_one(cfg: RMConfig) -> Path:
         raise ValueError(f"{cfg.data}: every pair was dropped ({data.report.summary()})")
     eval_data = prepare_pairs(eval_records, tok, cfg, heads, encoder) if eval_records else None
 
-    acc = make_accelerator(cfg)
-    run = open_run(cfg, "rm", acc)  # the main process creates the folder while the others wait
-    tok_report = {"train": _report_dict(data.report, counts)}
-    if eval_data is not None:
-        tok_report["eval"] = _report_dict(eval_data.report, {})
+    accelerator, run = stage.start(cfg, "rm")
+    tok_report = {"train": data.report.to_dict(**counts)} | ({"eval": eval_data.report.to_dict()} if eval_data else {})
     run.update_info(tokenization=tok_report, rm=info)
-    if acc.is_main_process and (data.report.num_truncated or data.report.num_dropped):
+    if accelerator.is_main_process and (data.report.num_truncated or data.report.num_dropped):
         print(f"tokenization (train): {data.report.summary()}")
 
-    # 2. model, optimiser, schedule
+    # 2. model, plan, optimiser, schedule
     model = load_reward_model(cfg.model, num_labels=E * (1 + len(heads)), dtype=cfg.dtype,
                               **({} if encoder else {"attn_implementation": "sdpa"}))
     model.config.pad_token_id = tok.pad_token_id
     if cfg.disable_dropout:
         disable_dropout(model)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora, "SEQ_CLS")
-    wrapper = RewardForward.build(model, cfg.pad_tolerance)
-    per_process = math.ceil(len(data.items) / cfg.batch_size / acc.num_processes)
-    num_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * per_process) // cfg.grad_accum)
-    optimizer, scheduler = build_optimizer(wrapper, cfg, num_steps)
-    wrapper, optimizer = acc.prepare(wrapper, optimizer)
-    acc.register_for_checkpointing(scheduler)  # stepped by us once per optimiser step (not per process)
-
+    model = prepare_model(model, cfg, "SEQ_CLS")
+    wrapper = ForwardModule(model, "pair_rewards", pad_tolerance=cfg.pad_tolerance)
     weights = bootstrap_weights(len(data.items), E, cfg.seed, cfg.ensemble.bootstrap)
     collate = make_collate(data, weights, layout, tok.pad_token_id, encoder, cfg.micro_tokens)
-    window = cfg.grad_accum * acc.num_processes
-    schedule = micro_batches(data, cfg, layout, num_steps * window)
-    counted = counted_per_batch(data, schedule, cfg.ties)
-
-    start = 0
-    if cfg.resume:  # no checkpoint yet (stopped before the first save): start over, keep nothing logged
-        if run.checkpoints_dir.exists() and any(run.checkpoints_dir.glob("step_*")):
-            start = load_checkpoint(acc, run.dir)["step"]
-        truncate_metrics(run, start)
-    # the DataLoader draws no global RNG (own generator), so a resumed run's dropout matches an unbroken one
-    loader = torch.utils.data.DataLoader(data.items, batch_sampler=schedule[start * window:], collate_fn=collate,
-                                         generator=torch.Generator())
-    loader = acc.prepare(loader)
-    params = [p for p in wrapper.parameters() if p.requires_grad]
+    wrapper, optimizer, scheduler, loader, num_steps, plan = stage.prepare(
+        cfg, accelerator, wrapper, [pair_length(it, layout) for it in data.items],
+        lambda mb: collate([data.items[i] for i in mb.rows]))
+    # each step's loss is normalised by the counts of its GLOBAL batch (every process's micro-batches,
+    # known up front); DDP averages gradients over processes, so each loss is scaled back up below
+    per_step = [[0, 0] for _ in range(num_steps)]
+    for mb, (n_overall, n_attr) in zip(plan, counted_per_batch(data, [mb.rows for mb in plan], cfg.ties)):
+        per_step[mb.step][0] += n_overall
+        per_step[mb.step][1] += n_attr
+    step, loader = stage.resume(cfg, accelerator, run, loader, scheduler)
 
     # 3. the loop
-    bar = progress(num_steps, "train rm", disable=not acc.is_main_process, initial=start)
+    window = cfg.grad_accum * accelerator.num_processes
+    bar = progress(num_steps, "train rm", disable=not accelerator.is_main_process, initial=step)
     it = iter(loader)
-    step = start
     while step < num_steps:
         wrapper.train()
-        # normalised by the counts of the GLOBAL window (every process's micro-batches, known up front);
-        # DDP averages gradients over processes, so each loss is scaled back up by num_processes below
-        n_overall = sum(counted[k][0] for k in range(step * window, (step + 1) * window))
-        n_attr = sum(counted[k][1] for k in range(step * window, (step + 1) * window))
-        tally = Tally(heads, acc.num_processes)
+        tally = Tally(heads, accelerator.num_processes)
         for i in range(cfg.grad_accum):
             pieces = next(it)  # one micro-batch, in pieces under micro_tokens
             for j, rb in enumerate(pieces):
                 sync = i == cfg.grad_accum - 1 and j == len(pieces) - 1
-                ctx = acc.no_sync(wrapper) if not sync else _null()
-                with ctx:
-                    chosen, rejected = wrapper(rb)
-                    out = rm_loss(chosen, rejected, rb, cfg, len(heads), n_overall, n_attr)
+                with accelerator.no_sync(wrapper) if not sync else contextlib.nullcontext():
+                    rb = to_device(rb, accelerator.device)
+                    r = wrapper(rb.batch)
+                    out = rm_loss(r.chosen.float(), r.rejected.float(), rb, cfg, len(heads), *per_step[step])
                     # accelerate divides by grad_accum and DDP averages over processes; the losses of the
                     # window's micro-batches on every process already sum to the window mean
-                    acc.backward(out["loss"] * cfg.grad_accum * acc.num_processes)
+                    accelerator.backward(out["loss"] * cfg.grad_accum * accelerator.num_processes)
                 tally.add(out, float(out["loss"].detach()))
-        norm = acc.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else _grad_norm(params)
+        metrics = tally.metrics("train", accelerator)
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        norm = optimizer_step(accelerator, wrapper, optimizer, scheduler, cfg.max_grad_norm, step + 1,
+                              metrics["train/loss"])
         step += 1
-        metrics = tally.metrics("train", acc)
-        metrics.update({"train/grad_norm": float(norm), "train/lr": lr, "train/epoch": step * window * cfg.batch_size / len(data.items)})
-        if eval_data is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < num_steps:
+        metrics.update({"train/grad_norm": float(norm), "train/lr": lr,
+                        "train/epoch": step * window * cfg.batch_size / len(data.items)})
+        if eval_data is not None and stage.should_eval(cfg, step, num_steps):
             metrics.update(evaluate_pairs(wrapper, eval_data, cfg, heads, layout, tok.pad_token_id, encoder, E))
-        if step % cfg.log_every == 0 or step == num_steps:
+        if stage.should_log(cfg, step, num_steps):
             run.log(step, metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", acc=f"{metrics['train/accuracy']:.3f}")
-        if cfg.save_every and step % cfg.save_every == 0 and step < num_steps:
-            save_checkpoint(acc, run, step, cfg.keep_checkpoints)
+        stage.maybe_checkpoint(cfg, accelerator, run, step, num_steps, scheduler)
     bar.close()
 
     # 4. final evaluation, checkpoint, model
     if eval_data is not None:
         final_eval = evaluate_pairs(wrapper, eval_data, cfg, heads, layout, tok.pad_token_id, encoder, E)
         run.log(step, final_eval)
-        if acc.is_main_process:
+        if accelerator.is_main_process:
             print("eval: " + ", ".join(f"{k}={v:.4f}" for k, v in final_eval.items() if "accuracy" in k))
-    save_checkpoint(acc, run, step, cfg.keep_checkpoints)
-    inner = acc.unwrap_model(wrapper).model
-    final = save_final(acc, inner, tok, run, merge_lora=True)
-    if acc.is_main_process:
+    inner = accelerator.unwrap_model(wrapper).model
+    final = stage.finish(cfg, accelerator, run, step, scheduler, inner, tok, merge_lora=True)
+    if accelerator.is_main_process:
         (final / "preftune_rm.json").write_text(json.dumps(info, indent=2))
-    run.update_info(ended=time.strftime("%Y-%m-%dT%H:%M:%S"), num_steps=step)
-    run.close()
+    accelerator.wait_for_everyone()
     return final
 
 
 def evaluate_pairs(wrapper, data: PairData, cfg: RMConfig, heads: list[str], layout: str, pad_id: int,
                    encoder: bool, E: int) -> dict:
     """eval/loss, eval/accuracy, eval/heads/<name>/accuracy ... over a tokenised pair set (no grad)."""
-    import torch
-
-    from preftune.batching import length_grouped_batches, pair_length
-
-    lengths = [pair_length(it, layout) for it in data.items]
-    batches = length_grouped_batches(lengths, cfg.eval_batch_size, seed=0, shuffle=False)
+    batches = eval_batches([pair_length(it, layout) for it in data.items], cfg.eval_batch_size)
     counted = counted_per_batch(data, batches, cfg.ties)
     total = (sum(c[0] for c in counted), sum(c[1] for c in counted))
     collate = make_collate(data, torch.ones(len(data.items), E), layout, pad_id, encoder)
@@ -335,62 +236,14 @@ def evaluate_pairs(wrapper, data: PairData, cfg: RMConfig, heads: list[str], lay
     with torch.no_grad():
         for b in batches:
             for rb in collate([data.items[i] for i in b]):
-                rb = rb.to(device)
-                chosen, rejected = wrapper(rb)
-                out = rm_loss(chosen, rejected, rb, cfg, len(heads), *total)
+                rb = to_device(rb, device)
+                r = wrapper(rb.batch)
+                out = rm_loss(r.chosen.float(), r.rejected.float(), rb, cfg, len(heads), *total)
                 tally.add(out, float(out["loss"].detach()))
     wrapper.train(was_training)
     return tally.metrics("eval")
 
 
-def _report_dict(report, counts: dict) -> dict:
-    return {"num_rows": report.num_rows, "num_truncated": report.num_truncated, "num_dropped": report.num_dropped,
-            "dropped": [[i, why] for i, why in report.dropped[:100]], **counts}
-
-
-def _grad_norm(params) -> float:
-    from preftune.train.common import grad_norm
-
-    return grad_norm(params)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-# --------------------------------------------------------------------------- CLI
-
-def register(sub) -> None:
-    from preftune.config import describe
-
-    p = sub.add_parser("rm", help="train a reward model (Bradley-Terry; multi-head; ensembles)",
-                       description="Train a reward model on pairs (or rated rows). Config keys (key=value "
-                                   "or in --config YAML):\n" + describe(RMConfig),
-                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="model alias, folder or hub name")
-    p.add_argument("--data", default=None, help="training pairs file")
-    p.add_argument("--out", default=None, help="run folder to create")
-    p.add_argument("--eval-data", default=None, help="held-out pairs evaluated during/after training")
-    p.add_argument("--config", default=None, help="YAML config file")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides (see the list above)")
-    p.set_defaults(func=run_train_rm)
-
-
-def run_train_rm(args) -> int:
-    from preftune.config import load_config
-
-    cfg = load_config(RMConfig, args.config, args.overrides,
-                      base={"model": args.model, "data": args.data, "out": args.out, "eval_data": args.eval_data})
-    final = train_rm(cfg)
-    print(f"reward model saved to {final}")
-    return 0
-
-
 # rm_data / rm_loss names stay importable from here (tests and callers use preftune.train.rm)
 __all__ = ["MISSING", "VERDICT_CODES", "EnsembleConfig", "PairData", "RMBatch", "RMConfig", "counted_per_batch",
-           "load_pairs", "make_collate", "prepare_pairs", "register", "resolve_heads", "rm_loss",
-           "train_rm"]
+           "load_pairs", "make_collate", "prepare_pairs", "resolve_heads", "rm_loss", "train_rm"]

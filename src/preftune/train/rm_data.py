@@ -6,11 +6,21 @@ P pairs, A attribute heads, E ensemble heads. Labels are indexed by a pair's pos
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
-if TYPE_CHECKING:
-    from preftune.train.rm import RMConfig
+import torch
+
+from preftune.batching import (
+    PairBatch,
+    SharedPairBatch,
+    _pack_rows,
+    collate_pairs_packed,
+    collate_pairs_padded,
+    collate_pairs_shared,
+    pair_length,
+)
+from preftune.tokenize import PairTokens, TokenizeReport, tokenize_pairs
+from preftune.train.configs import RMConfig
 
 VERDICT_CODES = {"chosen": 1, "rejected": -1, "tie": 0}  # = losses.pairwise.VERDICT_*
 MISSING = -100
@@ -19,13 +29,13 @@ MISSING = -100
 @dataclass
 class PairData:
     """Tokenised pairs and their per-pair labels (P pairs, A attribute heads, E ensemble heads)."""
-    items: list            # list[PairTokens], item.index = position in `records`
+    items: list[PairTokens]  # item.index = position in `items` (relabelled by prepare_pairs)
     records: list          # list[PairRecord] in input order
-    margin: Any            # (P,) float, row margin (0 when absent)
-    confidence: Any        # (P,) float, row confidence (1 when absent)
-    is_tie: Any            # (P,) bool, close: true
-    verdicts: Any          # (P, A) long, VERDICT_* codes, MISSING where the row is silent
-    report: Any            # TokenizeReport
+    margin: torch.Tensor       # (P,) float, row margin (0 when absent)
+    confidence: torch.Tensor   # (P,) float, row confidence (1 when absent)
+    is_tie: torch.Tensor       # (P,) bool, close: true
+    verdicts: torch.Tensor     # (P, A) long, VERDICT_* codes, MISSING where the row is silent
+    report: TokenizeReport
 
 
 def resolve_heads(heads: list[str], records: list) -> list[str]:
@@ -36,10 +46,6 @@ def resolve_heads(heads: list[str], records: list) -> list[str]:
 
 
 def prepare_pairs(records: list, tokenizer, cfg: RMConfig, heads: list[str], encoder: bool) -> PairData:
-    import torch
-
-    from preftune.tokenize import tokenize_pairs
-
     items, report = tokenize_pairs(records, tokenizer, cfg.max_length, cfg.max_prompt_length,
                                    cfg.on_overlong, encoder=encoder)
     recs = [records[it.index] for it in items]
@@ -59,8 +65,6 @@ def prepare_pairs(records: list, tokenizer, cfg: RMConfig, heads: list[str], enc
 
 def bootstrap_weights(num_pairs: int, num_heads: int, seed: int, enabled: bool):
     """(P, E) Poisson(1) counts: head e trains on its own resample of the pairs (ones when off / E = 1)."""
-    import torch
-
     if not enabled or num_heads == 1:
         return torch.ones(num_pairs, num_heads)
     g = torch.Generator().manual_seed(10_007 * seed + 17)
@@ -70,32 +74,17 @@ def bootstrap_weights(num_pairs: int, num_heads: int, seed: int, enabled: bool):
 @dataclass
 class RMBatch:
     """One micro-batch: the model batch plus per-pair labels (B pairs, A attributes, E ensemble heads)."""
-    batch: Any          # PairBatch | SharedPairBatch
-    margin: Any         # (B,)
-    confidence: Any     # (B,)
-    is_tie: Any         # (B,) bool
-    verdicts: Any       # (B, A)
-    weights: Any        # (B, E)
-
-    def to(self, device, non_blocking: bool = False) -> RMBatch:
-        def mv(x):
-            return x.to(device, non_blocking=non_blocking) if hasattr(x, "to") and not isinstance(x, RMBatch) else x
-        inner = replace(self.batch, **{f: mv(getattr(self.batch, f)) for f in self.batch.__dataclass_fields__
-                                       if hasattr(getattr(self.batch, f), "device")})
-        return RMBatch(inner, *(mv(getattr(self, f)) for f in ("margin", "confidence", "is_tie", "verdicts", "weights")))
+    batch: PairBatch | SharedPairBatch
+    margin: torch.Tensor      # (B,)
+    confidence: torch.Tensor  # (B,)
+    is_tie: torch.Tensor      # (B,) bool
+    verdicts: torch.Tensor    # (B, A)
+    weights: torch.Tensor     # (B, E) bootstrap counts of the ensemble heads
 
 
 def make_collate(data: PairData, weights, layout: str, pad_id: int, encoder: bool, max_tokens: int = 0):
     """collate(items) -> list of RMBatch pieces: the micro-batch's pairs split so that each piece
     costs <= max_tokens (first-fit decreasing; a longer pair is a piece alone; 0 = one piece)."""
-    from preftune.batching import (
-        _pack_rows,
-        collate_pairs_packed,
-        collate_pairs_padded,
-        collate_pairs_shared,
-        pair_length,
-    )
-
     def one(items: list) -> RMBatch:
         idx = [it.index for it in items]
         if layout == "packed":
@@ -116,18 +105,6 @@ def make_collate(data: PairData, weights, layout: str, pad_id: int, encoder: boo
         pieces = _pack_rows(costs, max_tokens)
         return [one([items[i] for i in sorted(piece)]) for piece in pieces]
     return collate
-
-
-def micro_batches(data: PairData, cfg: RMConfig, layout: str, num_micro: int) -> list[list[int]]:
-    """The run's whole micro-batch schedule: epoch e is length-grouped with seed + e, epochs concatenated."""
-    from preftune.batching import length_grouped_batches, pair_length
-
-    lengths = [pair_length(it, layout) for it in data.items]
-    out, epoch = [], 0
-    while len(out) < num_micro:
-        out += length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch)
-        epoch += 1
-    return out[:num_micro]
 
 
 def counted_per_batch(data: PairData, schedule: list[list[int]], ties: str) -> list[tuple[int, int]]:

@@ -4,34 +4,13 @@ bootstrap-weighted ensemble heads) and the running tallies of what is logged, su
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
+import torch
+
+from preftune.losses.pairwise import bradley_terry_loss, multi_head_loss
+from preftune.train.configs import RMConfig
+from preftune.train.plan import MetricSums
 from preftune.train.rm_data import MISSING, RMBatch
-
-if TYPE_CHECKING:
-    from preftune.train.rm import RMConfig
-
-
-class RewardForward:
-    """nn.Module factory (torch imported lazily): forward(RMBatch) -> (chosen, rejected) scores (B, C),
-    so that DDP sees one forward call per micro-batch."""
-
-    @staticmethod
-    def build(model, pad_tolerance: float = 0.05):
-        import torch
-
-        from preftune.models.forward import pair_rewards
-
-        class _Wrapper(torch.nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, rb: RMBatch):
-                r = pair_rewards(self.model, rb.batch, pad_tolerance=pad_tolerance)
-                return r.chosen.float(), r.rejected.float()
-
-        return _Wrapper(model)
 
 
 def rm_loss(chosen, rejected, rb: RMBatch, cfg: RMConfig, num_attrs: int, n_overall: int, n_attr: int) -> dict:
@@ -40,10 +19,6 @@ def rm_loss(chosen, rejected, rb: RMBatch, cfg: RMConfig, num_attrs: int, n_over
     chosen, rejected: (B, C) scores with C = E * (1 + A). Returns {"loss": (), "correct": (B,) bool,
     "margins": (B,), "head_correct": (A,) counts, "head_decided": (A,) counts, "chosen"/"rejected": (B,)}.
     """
-    import torch
-
-    from preftune.losses.pairwise import bradley_terry_loss, multi_head_loss
-
     per = 1 + num_attrs
     E = chosen.shape[1] // per
     conf = rb.confidence if cfg.confidence == "soft" else None
@@ -87,8 +62,6 @@ class Tally:
     through the same process reduction as the other stages."""
 
     def __init__(self, heads: list[str], num_processes: int = 1):
-        from preftune.train.loop import MetricSums
-
         self.heads, self.sums = heads, MetricSums()
         # the logged loss is the SUM of every piece's loss on every process (each is already normalised
         # by the window's counts): each process counts 1/P, so the reduced mean is that sum

@@ -1,11 +1,35 @@
 """DPO-family losses: hand-computed values (plain `math`), limit cases, options and errors."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from preftune.losses.preference import LossMix, LossType, mixed_preference_loss, preference_loss
+from preftune.losses.preference import (
+    LossMix,
+    LossType,
+    PairLossInputs,
+    PreferenceLossParams,
+    mixed_preference_loss,
+    preference_loss,
+)
+
+_PARAMS = {f.name for f in dataclasses.fields(PreferenceLossParams)}
+
+
+def _split(args, kw):
+    params = PreferenceLossParams(**{k: kw.pop(k) for k in list(kw) if k in _PARAMS})
+    return PairLossInputs(*args, **kw), params
+
+
+def PL(lt, *args, **kw):
+    """preference_loss with the equation-level arguments (the dataclasses built here)."""
+    return preference_loss(lt, *_split(args, kw))
+
+
+def ML(mix, *args, **kw):
+    return mixed_preference_loss(mix, *_split(args, kw))
 
 
 def sp(x: float) -> float:  # softplus: -log σ(-x)
@@ -26,7 +50,7 @@ Z = 0.75
 
 def one(lt, *args, **kw):
     args = args or (PC, PR, RC, RR)
-    return float(preference_loss(lt, *args, beta=kw.pop("beta", BETA), **kw).losses[0])
+    return float(PL(lt, *args, beta=kw.pop("beta", BETA), **kw).losses[0])
 
 
 HAND = [
@@ -71,7 +95,7 @@ def test_limit_policy_equals_reference():
     eps, beta, n = 0.2, 0.1, torch.full((3,), 5.0, dtype=torch.float64)
 
     def f(lt, **kw):
-        return preference_loss(lt, x, x + 1, x, x + 1, beta=beta, **kw).losses
+        return PL(lt, x, x + 1, x, x + 1, beta=beta, **kw).losses
 
     torch.testing.assert_close(f("sigmoid"), torch.full_like(x, math.log(2)))
     torch.testing.assert_close(f("sigmoid", label_smoothing=eps), torch.full_like(x, math.log(2)))
@@ -93,14 +117,14 @@ def test_limit_policy_equals_reference():
 def test_smoothing_zero_equals_dpo_and_robust_zero_equals_dpo():
     g = torch.Generator().manual_seed(0)
     pc, pr, rc, rr = (torch.randn(16, generator=g, dtype=torch.float64) * 3 for _ in range(4))
-    dpo = preference_loss("sigmoid", pc, pr, rc, rr, beta=0.3).losses
-    torch.testing.assert_close(preference_loss("cdpo", pc, pr, rc, rr, beta=0.3, label_smoothing=0.0).losses, dpo)
-    torch.testing.assert_close(preference_loss("robust", pc, pr, rc, rr, beta=0.3, label_smoothing=0.0).losses, dpo)
+    dpo = PL("sigmoid", pc, pr, rc, rr, beta=0.3).losses
+    torch.testing.assert_close(PL("cdpo", pc, pr, rc, rr, beta=0.3, label_smoothing=0.0).losses, dpo)
+    torch.testing.assert_close(PL("robust", pc, pr, rc, rr, beta=0.3, label_smoothing=0.0).losses, dpo)
     one_conf = torch.ones(16, dtype=torch.float64)
-    torch.testing.assert_close(preference_loss("sigmoid", pc, pr, rc, rr, beta=0.3, confidence=one_conf).losses, dpo)
+    torch.testing.assert_close(PL("sigmoid", pc, pr, rc, rr, beta=0.3, confidence=one_conf).losses, dpo)
     # equal lengths: length-normalised DPO with β·L equals DPO with β
     n = torch.full((16,), 4.0, dtype=torch.float64)
-    norm = preference_loss("sigmoid_norm", pc, pr, rc, rr, beta=1.2, chosen_lengths=n, rejected_lengths=n).losses
+    norm = PL("sigmoid_norm", pc, pr, rc, rr, beta=1.2, chosen_lengths=n, rejected_lengths=n).losses
     torch.testing.assert_close(norm, dpo)
 
 
@@ -109,7 +133,7 @@ def test_dpo_gradient_matches_closed_form():
     pc = T(-4.0, -9.0, -2.0).requires_grad_()
     pr, rc, rr = T(-5.0, -3.0, -2.0), T(-4.5, -8.0, -1.0), T(-5.0, -4.0, -2.0)
     beta = 0.7
-    preference_loss("sigmoid", pc, pr, rc, rr, beta=beta).losses.sum().backward()
+    PL("sigmoid", pc, pr, rc, rr, beta=beta).losses.sum().backward()
     z = beta * ((pc - rc) - (pr - rr)).detach()
     torch.testing.assert_close(pc.grad, -beta * torch.sigmoid(-z))
     assert bool((pc.grad < 0).all())
@@ -131,7 +155,7 @@ def test_margin_confidence_weights():
 
 
 def test_rewards_are_beta_times_log_ratio():
-    out = preference_loss("sigmoid", PC, PR, RC, RR, beta=BETA)
+    out = PL("sigmoid", PC, PR, RC, RR, beta=BETA)
     assert float(out.chosen_rewards[0]) == pytest.approx(0.5)
     assert float(out.rejected_rewards[0]) == pytest.approx(-0.25)
     assert not out.chosen_rewards.requires_grad
@@ -139,23 +163,23 @@ def test_rewards_are_beta_times_log_ratio():
 
 def test_errors():
     with pytest.raises(ValueError, match="needs ref_chosen_logps"):
-        preference_loss("ipo", PC, PR, beta=0.1, ipo_normalize_length=False)
+        PL("ipo", PC, PR, beta=0.1, ipo_normalize_length=False)
     with pytest.raises(ValueError, match="needs chosen_lengths"):
-        preference_loss("ipo", PC, PR, RC, RR, beta=0.1)
+        PL("ipo", PC, PR, RC, RR, beta=0.1)
     with pytest.raises(ValueError, match="needs chosen_lengths"):
-        preference_loss("simpo", PC, PR, beta=0.1)
+        PL("simpo", PC, PR, beta=0.1)
     with pytest.raises(ValueError, match="chosen_nll"):
-        preference_loss("orpo", PC, PR, beta=0.1, chosen_lengths=LC, rejected_lengths=LR)
+        PL("orpo", PC, PR, beta=0.1, chosen_lengths=LC, rejected_lengths=LR)
     with pytest.raises(ValueError, match=r"unknown loss 'dpoo'.*sigmoid.*ipo.*simpo"):
         LossType.from_name("dpoo")
     with pytest.raises(ValueError, match="0.5"):
-        preference_loss("robust", PC, PR, RC, RR, beta=0.1, label_smoothing=0.5)
+        PL("robust", PC, PR, RC, RR, beta=0.1, label_smoothing=0.5)
     with pytest.raises(ValueError, match="exo_pair"):
-        preference_loss("exo_pair", PC, PR, RC, RR, beta=0.1)
+        PL("exo_pair", PC, PR, RC, RR, beta=0.1)
     with pytest.raises(ValueError, match="kto_z0"):
-        preference_loss("kto", PC, PR, RC, RR, beta=0.1)
+        PL("kto", PC, PR, RC, RR, beta=0.1)
     with pytest.raises(ValueError, match="shape"):
-        preference_loss("sigmoid", PC, T(1.0, 2.0), RC, RR, beta=0.1)
+        PL("sigmoid", PC, T(1.0, 2.0), RC, RR, beta=0.1)
 
 
 def test_enum_properties_and_aliases():
@@ -170,12 +194,12 @@ def test_loss_mix_rpo_and_parse():
     mix = LossMix.parse("sigmoid:1.0,ipo:0.5,sft:0.2")
     assert mix.terms == ((LossType.SIGMOID, 1.0), (LossType.IPO, 0.5)) and mix.sft_weight == 0.2
     # the row margin and smoothing go to sigmoid only; IPO would refuse them
-    out = mixed_preference_loss(mix, PC, PR, RC, RR, beta=BETA, chosen_nll=nll, margin=T(0.3),
+    out = ML(mix, PC, PR, RC, RR, beta=BETA, chosen_nll=nll, margin=T(0.3),
                                 label_smoothing=0.1, ipo_normalize_length=False)
     zm = Z - 0.3
     expected = (0.9 * sp(-zm) + 0.1 * sp(zm)) + 0.5 * 0.25 + 0.2 * 2.0
     assert float(out.losses[0]) == pytest.approx(expected)
-    rpo = mixed_preference_loss(LossMix(((LossType.SIGMOID, 1.0),), sft_weight=1.0), PC, PR, RC, RR,
+    rpo = ML(LossMix(((LossType.SIGMOID, 1.0),), sft_weight=1.0), PC, PR, RC, RR,
                                 beta=BETA, chosen_nll=nll)
     assert float(rpo.loss) == pytest.approx(sp(-Z) + 2.0)
     assert LossMix.parse("simpo").needs_reference is False and LossMix.parse("kto").paired is False
@@ -201,7 +225,7 @@ def test_trl_conventions_match_independent_formulas():
                 ((pc - rc) / nc.clamp(min=1) - (pr - rr) / nr.clamp(min=1) - 1 / (2 * beta)) ** 2),
     }
     for name, (kw, want) in cases.items():
-        got = preference_loss(name, pc, pr, rc, rr, beta=beta, **kw).losses
+        got = PL(name, pc, pr, rc, rr, beta=beta, **kw).losses
         torch.testing.assert_close(got, want, rtol=0, atol=1e-10, msg=name)
 
 
@@ -212,6 +236,6 @@ def test_extreme_logits_stay_finite():
                      ("simpo", {})]:
         kw = {**kw, "chosen_lengths": n, "rejected_lengths": n} if name in ("orpo", "simpo") else kw
         ref = () if name in ("orpo", "simpo") else (torch.zeros(3), torch.zeros(3))
-        out = preference_loss(name, pc, pr, *ref, beta=1.0, **kw)
+        out = PL(name, pc, pr, *ref, beta=1.0, **kw)
         (grad,) = torch.autograd.grad(out.loss, pc)
         assert bool(torch.isfinite(out.losses).all()) and bool(torch.isfinite(grad).all()), name

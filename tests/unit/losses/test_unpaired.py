@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from preftune.losses.preference import preference_loss
+from preftune.losses.preference import PairLossInputs, PreferenceLossParams, preference_loss
 from preftune.losses.unpaired import (
     bco_loss,
     kto_loss,
@@ -64,7 +64,7 @@ def test_split_pairs_and_kto_on_pairs_agree():
     assert rows.labels.tolist() == [True, True, False, False]
     torch.testing.assert_close(rows.policy_logps, T(-3.0, -1.0, -5.0, -2.0))
     unpaired = kto_loss(rows.policy_logps, rows.ref_logps, rows.labels, beta=0.3, z0=0.1)
-    paired = preference_loss("kto", pc, pr, rc, rr, beta=0.3, kto_z0=0.1)
+    paired = preference_loss("kto", PairLossInputs(pc, pr, rc, rr, kto_z0=0.1), PreferenceLossParams(beta=0.3))
     assert float(paired.loss) == pytest.approx(float(unpaired.loss))
 
 

@@ -152,7 +152,7 @@ def test_dpo_learns_the_world_preferences(tmp_path):
 
 
 def test_falling_chosen_logps_with_a_growing_margin_is_flagged():
-    from preftune.train.loop import chosen_falls_while_margin_grows
+    from preftune.train.dpo_metrics import chosen_falls_while_margin_grows
 
     def rows(chosen, margin):
         return [{"train/logps/chosen": c, "train/rewards/margin": m} for c, m in zip(chosen, margin)]
@@ -171,8 +171,9 @@ def test_shared_and_padded_layouts_give_the_same_loss_and_gradients(tmp_path):
 
     from preftune.data.io import write_rows
     from preftune.models import load_policy, load_tokenizer
-    from preftune.train.dpo import batch_loss, load_pair_data, make_collate
-    from preftune.train.loop import MetricSums, logps_module
+    from preftune.models.forward import ForwardModule
+    from preftune.train.dpo import DPOStep, batch_loss, load_pair_data, make_collate
+    from preftune.train.plan import MetricSums
     from preftune.train.refcache import Reference
 
     tok = load_tokenizer("tiny-llama")
@@ -190,9 +191,9 @@ def test_shared_and_padded_layouts_give_the_same_loss_and_gradients(tmp_path):
         data = load_pair_data(str(path), tok, cfg)
         collate = make_collate(cfg, tok.pad_token_id, True)
         policy = load_policy("tiny-llama")
-        out = batch_loss(cfg, cfg.loss_mix(), logps_module(policy, cfg.chunk_size), policy,
-                         Reference("model", model=ref_model), collate(data.items), [0, 1, 2], data, "train", collate,
-                         Accelerator(cpu=True), MetricSums())
+        module = ForwardModule(policy, "logps", chunk_size=cfg.chunk_size, return_tokens=True)
+        step = DPOStep(cfg, module, policy, Reference("model", model=ref_model), collate, Accelerator(cpu=True))
+        out = batch_loss(step, module, collate(data.items), [0, 1, 2], data, "train", MetricSums())
         out.mean().backward()
         losses[layout] = out.detach()
         grads[layout] = {n: p.grad.clone() for n, p in policy.named_parameters()}

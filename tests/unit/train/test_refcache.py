@@ -39,7 +39,8 @@ def test_cached_logps_equal_a_fresh_padded_forward(model, items, tok):
     torch.testing.assert_close(ref.rejected_logps, plain.rejected_logps, atol=1e-5, rtol=1e-6)
     # take() returns the rows asked for, in that order, with per-token values and their mask
     order = [3, 0, 4]
-    c, _, toks, mask = ref.take(order)
+    taken = ref.take(order)
+    c, toks, mask = taken.chosen_logps, taken.chosen_tokens, taken.chosen_mask
     torch.testing.assert_close(c, plain.chosen_logps[order], atol=1e-5, rtol=1e-6)
     ptok, pmask = plain.token_matrix("chosen")
     assert torch.equal(mask, pmask[order][:, :mask.shape[1]])

@@ -265,7 +265,7 @@ def test_rated_rows_become_pairs_with_margins_and_labels(tmp_path):
 
 def test_disable_dropout_makes_train_mode_deterministic():
     from preftune.models import load_reward_model
-    from preftune.train.common import disable_dropout
+    from preftune.train.optim import disable_dropout
 
     rm = load_reward_model("tiny-bert").train()
     ids = torch.randint(5, 100, (2, 12))

@@ -1,0 +1,78 @@
+"""The skeleton every stage's loop is written with (SFT, RM, DPO, RL): the same start, the same
+resume rule, the same per-step bookkeeping and the same end. Each stage's loop stays visible in its
+own module; only what would otherwise be copied lives here.
+
+    accelerator, run = start(cfg, "dpo")                     # threads, seed, run folder
+    ... load data and models ...
+    module, optimizer, scheduler, loader, num_steps = prepare(cfg, accelerator, module, lengths, collate)
+    step, loader = resume(cfg, accelerator, run, loader, scheduler)
+    for ... in loader: ... optimizer_step(...); log_step(...); maybe_checkpoint(...)
+    final = finish(cfg, accelerator, run, step, scheduler, model, tokenizer)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from preftune.train.checkpoint import load_checkpoint, save_checkpoint
+from preftune.train.optim import build_optimizer, make_accelerator
+from preftune.train.plan import MicroBatch, make_loader, num_steps_for, plan_micro_batches
+from preftune.train.run import Run, open_run, save_final, truncate_metrics
+
+
+def start(cfg, stage: str) -> tuple[Any, Run]:
+    """The accelerator (threads, seed) and the run folder (created by the main process first)."""
+    accelerator = make_accelerator(cfg)
+    return accelerator, open_run(cfg, stage, accelerator)
+
+
+def prepare(cfg, accelerator, module, lengths: Sequence[int], collate: Callable[[MicroBatch], Any]):
+    """The micro-batch plan over rows of these lengths, its loader, the optimiser and schedule, all
+    through accelerator.prepare. Returns (module, optimizer, scheduler, loader, num_steps, plan).
+
+    The scheduler is stepped by hand once per optimiser step (accelerate's wrapper would step it
+    num_processes times) and checkpointed as JSON by train.checkpoint."""
+    num_steps = num_steps_for(cfg, len(lengths), accelerator.num_processes)
+    plan = plan_micro_batches(lengths, cfg.batch_size, cfg.grad_accum, accelerator.num_processes, num_steps, cfg.seed)
+    optimizer, scheduler = build_optimizer(module, cfg, num_steps)
+    module, optimizer, loader = accelerator.prepare(module, optimizer, make_loader(plan, collate))
+    return module, optimizer, scheduler, loader, num_steps, plan
+
+
+def resume(cfg, accelerator, run: Run, loader, scheduler) -> tuple[int, Any]:
+    """(first step, loader): 0 and the loader for a new run; for resume=true the newest intact
+    checkpoint's step and the loader past the micro-batches already trained (the plan is seeded)."""
+    if not cfg.resume:
+        return 0, loader
+    step = int(load_checkpoint(accelerator, cfg.out, scheduler)["step"])
+    truncate_metrics(run, step)
+    return step, accelerator.skip_first_batches(loader, step * cfg.grad_accum)
+
+
+def maybe_checkpoint(cfg, accelerator, run: Run, step: int, num_steps: int, scheduler) -> None:
+    """A checkpoint every save_every steps (the end has its own, in finish)."""
+    if cfg.save_every > 0 and step % cfg.save_every == 0 and step < num_steps:
+        save_checkpoint(accelerator, run, step, cfg.keep_checkpoints, scheduler)
+
+
+def should_log(cfg, step: int, num_steps: int) -> bool:
+    return step % cfg.log_every == 0 or step == num_steps
+
+
+def should_eval(cfg, step: int, num_steps: int) -> bool:
+    """Evaluation during training (the end always evaluates, in the stage)."""
+    return bool(cfg.eval_data) and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < num_steps
+
+
+def finish(cfg, accelerator, run: Run, step: int, scheduler, model, tokenizer, *, merge_lora: bool = False,
+           also_merged: bool = False, **info: Any) -> Path:
+    """The end of every stage: a checkpoint (unless save_every < 0), RUN/final, run.json's end."""
+    if cfg.save_every >= 0:
+        save_checkpoint(accelerator, run, step, cfg.keep_checkpoints, scheduler)
+    final = save_final(accelerator, model, tokenizer, run, merge_lora=merge_lora, also_merged=also_merged)
+    run.update_info(ended=time.strftime("%Y-%m-%dT%H:%M:%S"), num_steps=step, **info)
+    run.close()
+    return final
