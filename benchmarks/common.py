@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 PREFTUNE_PY = str(ROOT / ".venv" / "bin" / "python")
 TRL_PY = str(BENCH / ".trl-venv" / "bin" / "python")
-ALPACA = Path("/work/shared/data/alpaca_eval/alpacaeval1_gpt4_pairs.jsonl.gz")
+# the workspace's shared data sits beside the checkout: ../shared/data (see its README for licences)
+ALPACA = ROOT.parent / "shared" / "data" / "alpaca_eval" / "alpacaeval1_gpt4_pairs.jsonl.gz"
 RESULT_PREFIX = "RESULT "
 
 
@@ -158,6 +159,11 @@ def machine() -> str:
 
 # --------------------------------------------------------------------------- running workers
 
+def _relative(arg: str) -> str:
+    """A command-line word with this checkout's absolute prefix removed (results name repo paths)."""
+    return arg[len(str(ROOT)) + 1:] if arg.startswith(str(ROOT) + "/") else arg
+
+
 def run_worker(python: str, script: str, spec: dict, log_dir: Path, name: str, nice: int = 0,
                env: dict | None = None) -> dict:
     """Run `python benchmarks/script spec.json` in its own process; return its RESULT dict plus
@@ -184,7 +190,7 @@ def run_worker(python: str, script: str, spec: dict, log_dir: Path, name: str, n
             result = json.loads(line[len(RESULT_PREFIX):])
     result.update(name=name, returncode=proc.returncode, wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024,
                   cpu_s=usage.ru_utime + usage.ru_stime,
-                  load_before=load_before, load_after=uptime(), command=" ".join(cmd))
+                  load_before=load_before, load_after=uptime(), command=" ".join(_relative(c) for c in cmd))
     if proc.returncode != 0 or not result.get("ok", False):
         result["ok"] = False
         result["error_tail"] = err_path.read_text()[-3000:]

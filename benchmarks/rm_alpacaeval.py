@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFTUNE = str(ROOT / ".venv" / "bin" / "preftune")
-SRC = Path("/work/shared/data/alpaca_eval/alpacaeval1_gpt4_pairs.jsonl.gz")
+SRC = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval" / "alpacaeval1_gpt4_pairs.jsonl.gz"
 
 
 def run(cmd: list[str], timeout: int | None = None) -> None:

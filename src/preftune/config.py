@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from pathlib import Path
@@ -24,10 +25,20 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = da
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-def _parse_scalar(text: str) -> Any:
+def _parse_scalar(text: str, key: str = "") -> Any:
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"override {key}={text}: not a valid YAML value ({_yaml_problem(e)})") from None
+
+
+def _yaml_problem(e: Exception) -> str:
+    """One line from a YAML error: its problem and, when known, line and column."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + str(getattr(e, "problem", None) or e).strip()
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -81,14 +92,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ValueError(f"{key}: must be true or false, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as text
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as text
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ValueError(f"{key}: must be a number, got {value!r}")
+        if number is None:
+            raise ValueError(f"{key}: must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ValueError(f"{key}: must be a finite number, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -134,7 +150,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         for p in parts[:-1]:
             node[p] = dict(node.get(p) or {})
             node = node[p]
-        node[parts[-1]] = _parse_scalar(text)
+        node[parts[-1]] = _parse_scalar(text, key.strip())
     return data
 
 
@@ -148,7 +164,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         p = Path(path)
         if not p.exists():
             raise ValueError(f"config file {p} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        if not p.is_file():
+            raise ValueError(f"config file {p} is not a file")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML ({_yaml_problem(e)})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}: not UTF-8 text (byte {e.start})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: a config file must be a mapping of key: value")
         data.update(loaded)

@@ -38,8 +38,15 @@ class RewardScorer:
         self.head_weights = torch.tensor(info["head_weights"], dtype=torch.float32)
         self.num_ensemble_heads = int(info.get("ensemble", {}).get("num_heads", 1))
         self.encoder = bool(info["encoder"])
+        from preftune.models.limits import clamp_max_length
+
         for m in models:
             m.eval()
+            info["max_length"], note = clamp_max_length(int(info["max_length"]), m.config)
+            if note:
+                import sys
+
+                print(f"preftune: warning: scoring: {note}", file=sys.stderr, flush=True)
 
     @property
     def is_ensemble(self) -> bool:

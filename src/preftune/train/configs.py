@@ -55,7 +55,11 @@ class TrainConfig:
     eval_every: int = opt(0, "evaluate on eval_data every N steps (0 = only at the end)")
     save_every: int = opt(0, "save a resumable checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = opt(2, "how many step checkpoints to keep")
-    resume: bool = opt(False, "resume from the latest checkpoint in `out`")
+    resume: bool = opt(False, "resume from the latest intact checkpoint in `out` (same config and data, "
+                              "except the keys in resume_allow_changes)")
+    resume_allow_changes: list[str] = opt(help="on resume, config keys allowed to differ from the run's "
+                                               "(e.g. [max_steps, eval_every]; `data` allows changed data files)",
+                                          factory=list)
     overwrite: bool = opt(False, "replace an existing non-empty run folder")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
     dtype: DType = opt("float32", "weights dtype: float32 | bfloat16")
@@ -70,6 +74,44 @@ class TrainConfig:
                 raise ValueError(f"config key {name!r} is required (give --{name.replace('_', '-')} or {name}=...)")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("batch_size and grad_accum must be >= 1")
+        check_ranges(self, [
+            ("lr", self.lr >= 0, ">= 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio <= 1, "in [0, 1]"),
+            ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = no clipping)"),
+            ("epochs", self.epochs > 0, "> 0"),
+            ("max_steps", self.max_steps == -1 or self.max_steps >= 1, "-1 (use epochs) or >= 1"),
+            ("max_length", self.max_length >= 2, ">= 2"),
+            ("max_prompt_length", self.max_prompt_length is None or 1 <= self.max_prompt_length < self.max_length,
+             "in [1, max_length)"),
+            ("log_every", self.log_every >= 1, ">= 1"), ("eval_every", self.eval_every >= 0, ">= 0 (0 = only at the end)"),
+            ("save_every", self.save_every >= -1, "-1 (never), 0 (only at the end) or >= 1"),
+            ("keep_checkpoints", self.keep_checkpoints >= 1, ">= 1"), ("num_threads", self.num_threads >= 0, ">= 0"),
+            ("lora.r", self.lora.r >= 1, ">= 1"), ("lora.alpha", self.lora.alpha > 0, "> 0"),
+            ("lora.dropout", 0 <= self.lora.dropout < 1, "in [0, 1)")])
+        if self.eval_every and not self.eval_data:
+            warn_config(f"eval_every={self.eval_every} has no effect without eval_data")
+
+
+def check_ranges(cfg, checks: list[tuple[str, bool, str]]) -> None:
+    """ValueError naming the first key whose value is out of range (each check: key, ok, what it must be)."""
+    for key, ok, rule in checks:
+        if not ok:
+            value = cfg
+            for part in key.split("."):
+                value = getattr(value, part)
+            raise ValueError(f"{key}: must be {rule}, got {value!r}")
+
+
+_WARNED: set[str] = set()
+
+
+def warn_config(message: str) -> None:
+    """A config warning, once per process (a config is validated when it loads and when a stage starts)."""
+    import sys
+
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"preftune: warning: {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- SFT
@@ -85,6 +127,7 @@ class SFTConfig(TrainConfig):
         super().validate()
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        check_ranges(self, [("pack_tokens", self.pack_tokens >= 0, ">= 0 (0 = max_length)")])
 
 
 # --------------------------------------------------------------------------- reward models
@@ -139,6 +182,15 @@ class RMConfig(TrainConfig):
             raise ValueError(f"micro_tokens: must be >= 0 (0 = no limit), got {self.micro_tokens}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
+        check_ranges(self, [
+            ("center_coef", self.center_coef >= 0, ">= 0"),
+            ("attribute_loss_weight", self.attribute_loss_weight >= 0, ">= 0"),
+            ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
+            ("rated_min_margin", self.rated_min_margin >= 0, ">= 0"),
+            ("rao_kupper_log_theta", self.rao_kupper_log_theta > 0, "> 0 (the tie width)")])
+        if self.margin_scale < 0:
+            warn_config(f"margin_scale={self.margin_scale} < 0: a larger row margin now asks for a SMALLER reward "
+                        "gap between chosen and rejected")
 
 
 # --------------------------------------------------------------------------- DPO family
@@ -220,3 +272,14 @@ class DPOConfig(TrainConfig):
             raise ValueError(f"use_confidence: loss {self.loss!r} takes no confidence; losses that do: {ok}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        exo = any(t is LossType.EXO_PAIR for t, _ in mix.terms)
+        check_ranges(self, [
+            ("beta", self.beta > 0, "> 0"),
+            ("label_smoothing", 0 < self.label_smoothing < 1 if exo else 0 <= self.label_smoothing < 0.5,
+             "in (0, 1) for exo_pair" if exo else "in [0, 0.5)"),
+            ("discopop_tau", self.discopop_tau > 0, "> 0"),
+            ("desirable_weight", self.desirable_weight > 0, "> 0"),
+            ("undesirable_weight", self.undesirable_weight > 0, "> 0"),
+            ("pack_tokens", self.pack_tokens >= 0, ">= 0 (0 = 2 x max_length)")])
+        if self.use_margin and self.margin_scale < 0:
+            warn_config(f"margin_scale={self.margin_scale} < 0 turns each row's margin into a handicap of chosen")

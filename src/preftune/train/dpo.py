@@ -229,6 +229,7 @@ def train_dpo(cfg: DPOConfig) -> Path:
     # 1. config and data: every bad input fails here, before a model is loaded
     t_start = time.perf_counter()
     cfg.validate()
+    cfg = stage.fit_max_length(cfg)
     mix = cfg.loss_mix()
     tokenizer = load_tokenizer(cfg.model)
     train = load_pair_data(cfg.data, tokenizer, cfg)
@@ -277,7 +278,7 @@ def train_dpo(cfg: DPOConfig) -> Path:
                 continue
             metrics = finish_metrics(sums.reduce(accelerator, "train"), "train")
             grad_norm = optimizer_step(accelerator, module, optimizer, scheduler, cfg.max_grad_norm, step + 1,
-                                       metrics["train/loss"])
+                                       metrics["train/loss"], run)
         step += 1
         metrics |= {"train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0]}
         if stage.should_log(cfg, step, num_steps):

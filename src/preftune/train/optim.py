@@ -120,11 +120,12 @@ def grad_norm(parameters) -> float:
 
 
 def optimizer_step(accelerator, model, optimizer, scheduler, max_grad_norm: float, step: int,
-                   loss: float | None = None) -> float:
+                   loss: float | None = None, run=None) -> float:
     """Clip (when asked), step, zero; returns the global gradient norm before clipping.
 
     A non-finite loss or gradient norm raises NonFiniteError naming the optimiser step (1-based)
-    BEFORE the weights change: a NaN never reaches the saved model."""
+    BEFORE the weights change (a NaN never reaches the saved model); with `run`, run.json records
+    `failed` first, so the report shows the run as failed."""
     params = [p for p in model.parameters() if p.requires_grad]
     if max_grad_norm > 0:
         norm = float(accelerator.clip_grad_norm_(params, max_grad_norm))
@@ -133,8 +134,11 @@ def optimizer_step(accelerator, model, optimizer, scheduler, max_grad_norm: floa
     bad = [name for name, v in (("loss", loss), ("gradient norm", norm)) if v is not None and not math.isfinite(v)]
     if bad:
         optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteError(f"step {step}: the {' and the '.join(bad)} became non-finite "
-                             f"(loss={loss}, grad_norm={norm}); the run stopped before this update")
+        message = (f"step {step}: the {' and the '.join(bad)} became non-finite (loss={loss}, grad_norm={norm}); "
+                   "the run stopped before this update")
+        if run is not None:
+            run.update_info(failed={"step": step, "kind": "non_finite", "message": message})
+        raise NonFiniteError(message)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

@@ -135,6 +135,7 @@ def _merge_member_metrics(out: Path, k: int) -> None:
 def _train_one(cfg: RMConfig) -> Path:
     # 1. everything that can fail on user input, before the run folder or the model
     tok, encoder = _check_model(cfg.model)
+    cfg = stage.fit_max_length(cfg)
     layout = _layout(cfg, encoder)
     records, counts = load_pairs(cfg.data, cfg.rated_min_margin)
     eval_records = load_pairs(cfg.eval_data, cfg.rated_min_margin)[0] if cfg.eval_data else None
@@ -195,7 +196,7 @@ def _train_one(cfg: RMConfig) -> Path:
         metrics = tally.metrics("train", accelerator)
         lr = scheduler.get_last_lr()[0]
         norm = optimizer_step(accelerator, wrapper, optimizer, scheduler, cfg.max_grad_norm, step + 1,
-                              metrics["train/loss"])
+                              metrics["train/loss"], run)
         step += 1
         metrics.update({"train/grad_norm": float(norm), "train/lr": lr,
                         "train/epoch": step * window * cfg.batch_size / len(data.items)})

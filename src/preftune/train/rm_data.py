@@ -39,9 +39,15 @@ class PairData:
 
 
 def resolve_heads(heads: list[str], records: list) -> list[str]:
-    """The attribute head names: as given, or every attribute present when heads == ['auto']."""
+    """The attribute head names: as given, or every attribute present when heads == ['auto'].
+    A named head that no row gives a verdict for is an error (it would be saved untrained)."""
+    present = {k for r in records for k, v in (r.attributes or {}).items() if v is not None}
     if list(heads) == ["auto"]:
-        return sorted({k for r in records for k in (r.attributes or {})})
+        return sorted(present)
+    missing = [h for h in heads if h not in present]
+    if missing:
+        known = ", ".join(sorted(present)) or "none"
+        raise ValueError(f"heads: no row has a verdict for {', '.join(missing)} (attributes in the data: {known})")
     return list(heads)
 
 

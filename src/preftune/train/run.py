@@ -110,31 +110,95 @@ def _scalar(v: Any) -> Any:
     return v
 
 
+# keys that may differ on resume without being named: where the run is, and how it is run or logged
+RESUME_FREE_KEYS = ("out", "resume", "overwrite", "num_threads", "report_to", "resume_allow_changes")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k not in ("head_weights",):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_resumable(cfg, out: Path) -> None:
+    """ValueError unless `out` is a run folder whose resolved config and data equal this config's,
+    except RESUME_FREE_KEYS and cfg.resume_allow_changes (`data` there allows changed data files)."""
+    import yaml
+
+    if not out.is_dir():
+        raise ValueError(f"resume=true but the run folder {out} does not exist; drop resume=true to start it")
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"resume=true but {out}/config.yaml is missing or unreadable ({e}); "
+                         "pass overwrite=true to start the run over") from None
+    allowed = set(RESUME_FREE_KEYS) | set(cfg.resume_allow_changes)
+    now, before = _flat(to_dict(cfg)), _flat(saved)
+    # the data files are compared by content below (a moved copy is the same data)
+    changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k) and k not in ("data", "eval_data")
+                     and k not in allowed and k.split(".")[0] not in allowed)
+    if changed:
+        diffs = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:8])
+        raise ValueError(f"resume=true but the config differs from the run's in {', '.join(changed)} ({diffs}); "
+                         f"pass resume_allow_changes=[{','.join(changed)}] if that is meant")
+    if "data" in allowed:
+        return
+    try:
+        recorded = json.loads((out / "run.json").read_text()).get("data_sha256", {})
+    except (OSError, json.JSONDecodeError):
+        recorded = {}
+    for role, path in (("train", cfg.data), ("eval", cfg.eval_data)):
+        if path and role in recorded and Path(path).exists() and file_sha256(path) != recorded[role]:
+            raise ValueError(f"resume=true but the {role} data {path} is not the file the run trained on "
+                             "(its sha256 differs); pass resume_allow_changes=[data] if that is meant")
+
+
+def _writable_folder(out: Path) -> None:
+    """ValueError (before any model loads) when the run folder cannot be created or written."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"run folder {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".preftune-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"run folder {out}: cannot write there ({e.strerror or e})") from None
+
+
 def start_run(cfg, stage: str, is_main: bool = True, data_files=()) -> Run:
     """Create (or reopen for resume) the run folder; write config.yaml and run.json."""
     out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite):
+    if cfg.resume:
+        check_resumable(cfg, out)
+    elif out.exists() and out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
         raise ValueError(f"run folder {out} exists and is not empty; pass resume=true to continue it "
                          "or overwrite=true to replace it")
     run = Run(out, is_main=is_main)
     if is_main:
-        if cfg.overwrite and not cfg.resume and out.exists():
+        if cfg.overwrite and not cfg.resume and out.is_dir():
             import shutil
 
             shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
+        _writable_folder(out)
         if not cfg.resume and run.metrics_path.exists():
             run.metrics_path.unlink()
         save_config(cfg, out / "config.yaml")
-        data = {}
-        for f in [cfg.data, cfg.eval_data, *data_files]:
+        data, roles = {}, {}
+        for role, f in [("train", cfg.data), ("eval", cfg.eval_data), *(("extra", f) for f in data_files)]:
             if f and Path(f).exists():
                 data[f] = {"sha256": file_sha256(f)}
+                roles.setdefault(role, data[f]["sha256"])
         prev = json.loads((out / "run.json").read_text()) if cfg.resume and (out / "run.json").exists() else {}
         run.info = {**prev, "stage": stage, "model": cfg.model, "seed": cfg.seed, "data": data,
-                    "versions": versions(), "git_sha": git_sha(), "argv": sys.argv,
+                    "data_sha256": roles, "versions": versions(), "git_sha": git_sha(), "argv": sys.argv,
                     "started": prev.get("started", time.strftime("%Y-%m-%dT%H:%M:%S")),
                     "config": to_dict(cfg)}
+        run.info.pop("failed", None)
         run.update_info()
         if cfg.report_to in ("auto", "tensorboard"):
             try:
@@ -155,10 +219,22 @@ def open_run(cfg, stage: str, accelerator) -> Run:
 
 
 def read_metrics(run: Run) -> list[dict]:
-    """The rows already in metrics.jsonl (a resumed run continues its warning checks from them)."""
+    """The rows already in metrics.jsonl (a resumed run continues its warning checks from them).
+    A last line cut short (the run was killed mid-write) is left out with a warning; a damaged line
+    before it is an error naming the line."""
     if not run.metrics_path.exists():
         return []
-    return [json.loads(x) for x in run.metrics_path.read_text().splitlines() if x.strip()]
+    lines = [x for x in run.metrics_path.read_text(errors="replace").splitlines() if x.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{run.metrics_path}:{i + 1}: not a JSON object; the metrics log is damaged") from None
+            if run.is_main:
+                warn(f"{run.metrics_path}:{i + 1}: an incomplete last line (cut short) is left out")
+    return rows
 
 
 def truncate_metrics(run: Run, after_step: int) -> None:

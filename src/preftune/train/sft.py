@@ -114,6 +114,7 @@ def train_sft(cfg: SFTConfig) -> Path:
     """Supervised fine-tuning on completion tokens; returns RUN/final."""
     # 1. config and data, before any model is loaded
     cfg.validate()
+    cfg = stage.fit_max_length(cfg)
     tokenizer = load_tokenizer(cfg.model)
     items, report, counts = load_sft_data(cfg.data, tokenizer, cfg)
     eval_items = load_sft_data(cfg.eval_data, tokenizer, cfg)[0] if cfg.eval_data else None
@@ -160,7 +161,7 @@ def train_sft(cfg: SFTConfig) -> Path:
                 continue
             metrics = sums.reduce(accelerator, "train")
             grad_norm = optimizer_step(accelerator, module, optimizer, scheduler, cfg.max_grad_norm, step + 1,
-                                       metrics.get("train/loss"))
+                                       metrics.get("train/loss"), run)
         step += 1
         metrics |= {"train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0]}
         if stage.should_log(cfg, step, num_steps):

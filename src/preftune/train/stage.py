@@ -20,7 +20,22 @@ from typing import Any
 from preftune.train.checkpoint import load_checkpoint, save_checkpoint
 from preftune.train.optim import build_optimizer, make_accelerator
 from preftune.train.plan import MicroBatch, make_loader, num_steps_for, plan_micro_batches
-from preftune.train.run import Run, open_run, save_final, truncate_metrics
+from preftune.train.run import Run, open_run, save_final, truncate_metrics, warn
+
+
+def fit_max_length(cfg):
+    """The config with max_length cut to the model's position table (said once on stderr): a BERT-like
+    encoder has 512 positions, and a longer row would index past them."""
+    from dataclasses import replace
+
+    from preftune.models.limits import clamp_max_length
+
+    length, note = clamp_max_length(cfg.max_length, cfg.model)
+    if note is None:
+        return cfg
+    warn(note)
+    prompt = cfg.max_prompt_length
+    return replace(cfg, max_length=length, max_prompt_length=None if prompt is None or prompt >= length else prompt)
 
 
 def start(cfg, stage: str) -> tuple[Any, Run]:
