@@ -52,19 +52,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _yaml_message(e: Exception) -> str:
+    """FILE:LINE:COL: problem of a YAML error (PyYAML marks count from 0)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    if mark is None:
+        return f"invalid YAML: {problem}"
+    return f"{mark.name}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}"
+
+
+def _os_message(e: OSError) -> str:
+    what = e.strerror or str(e)
+    return f"{e.filename}: {what}" if e.filename else what
+
+
 def main(argv: list[str] | None = None) -> int:
+    import gzip
+
+    import yaml
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # User errors and the OS errors bad input gives print one line and exit 1; anything else is a
+    # bug and keeps its traceback. The order matters: these are subclasses of ValueError / OSError.
     try:
         return int(args.func(args) or 0)
+    except UnicodeDecodeError as e:
+        print(f"preftune: error: not UTF-8 text ({e.reason} at byte {e.start}): save the file as UTF-8",
+              file=sys.stderr)
+        return 1
     except ValueError as e:
         print(f"preftune: error: {e}", file=sys.stderr)
         return 1
     except FileNotFoundError as e:
         print(f"preftune: error: {e.filename or e}: no such file", file=sys.stderr)
+        return 1
+    except gzip.BadGzipFile as e:
+        print(f"preftune: error: not a valid gzip file ({e})", file=sys.stderr)
+        return 1
+    except EOFError as e:
+        print(f"preftune: error: the input ends early (a truncated file?): {e}", file=sys.stderr)
+        return 1
+    except yaml.YAMLError as e:
+        print(f"preftune: error: {_yaml_message(e)}", file=sys.stderr)
+        return 1
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        print(f"preftune: error: {_os_message(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if not e.filename:  # no file to name: not a bad-input error this mapping knows
+            raise
+        print(f"preftune: error: {_os_message(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("preftune: interrupted", file=sys.stderr)

@@ -1,6 +1,8 @@
 """`preftune data check | stats | curate | split` through preftune.cli.main: output, exit codes, files."""
 
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,92 @@ def test_split_rejects_invalid_rows(capsys, tmp_path):
     src = str(FIXTURES / "five_problems.jsonl")
     code, _, err = run(capsys, "data", "split", src, "--test-frac", "0.5", "-o", str(tmp_path / "s"))
     assert code == 1 and "5 invalid row(s)" in err and "--drop-invalid" in err
+
+
+# ---------------------------------------------------------------- issue 16: empty inputs, outputs, OS errors
+
+def test_curate_on_an_empty_file_or_nothing_valid_exits_1_and_writes_nothing(capsys, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, _, err = run(capsys, "data", "curate", str(empty), "-o", str(tmp_path / "o.jsonl"))
+    assert code == 1 and err == f"preftune: error: {empty}: no rows; nothing was written\n"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a"}\n')
+    code, _, err = run(capsys, "data", "curate", str(bad), "-o", str(tmp_path / "o.jsonl"), "--drop-invalid")
+    assert code == 1 and f"{bad}:1: rejected: is missing" in err and "no valid row is left" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "empty.jsonl"]
+
+
+def test_curate_report_on_the_output_or_the_input_is_refused_and_the_input_survives(capsys, tmp_path):
+    src = tmp_path / "in.jsonl"
+    shutil.copyfile(FIXTURES / "curate_pairs.jsonl", src)
+    before = src.read_bytes()
+    code, _, err = run(capsys, "data", "curate", str(src), "-o", str(tmp_path / "o.jsonl"), "--report",
+                       str(tmp_path / "o.jsonl"))
+    assert code == 1 and "-o and --report are the same path" in err
+    code, _, err = run(capsys, "data", "curate", str(src), "-o", str(tmp_path / "o.jsonl"), "--report", str(src),
+                       "--force")
+    assert code == 1 and "--report is the same file as the input IN" in err
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_split_out_that_is_a_file_or_holds_the_input(capsys, tmp_path):
+    src = _pairs_file(tmp_path, n=10)
+    code, _, err = run(capsys, "data", "split", str(src), "--test-frac", "0.5", "-o", str(src))
+    assert code == 1 and "-o exists and is a file, not a folder" in err
+    inside = tmp_path / "d" / "train.jsonl"
+    inside.parent.mkdir()
+    shutil.copyfile(src, inside)
+    code, _, err = run(capsys, "data", "split", str(inside), "--test-frac", "0.5", "-o", str(inside.parent), "--force")
+    assert code == 1 and "train is the same file as the input IN" in err
+    assert sorted(p.name for p in inside.parent.iterdir()) == ["train.jsonl"]
+
+
+def _raising(exc):
+    def cmd(args):
+        raise exc
+    return cmd
+
+
+@pytest.mark.parametrize(("exc", "line"), [
+    (PermissionError(13, "Permission denied", "/x/out.jsonl"), "/x/out.jsonl: Permission denied"),
+    (IsADirectoryError(21, "Is a directory", "/x/d"), "/x/d: Is a directory"),
+    (NotADirectoryError(20, "Not a directory", "/x/f/o"), "/x/f/o: Not a directory"),
+    (OSError(30, "Read-only file system", "/ro/o"), "/ro/o: Read-only file system"),
+    (EOFError("Compressed file ended before the end-of-stream marker was reached"),
+     "the input ends early (a truncated file?): Compressed file ended before the end-of-stream marker was reached"),
+    (gzip.BadGzipFile("Not a gzipped file (b'{\"')"), "not a valid gzip file (Not a gzipped file (b'{\"'))"),
+    (UnicodeDecodeError("utf-8", b"ab\xff", 2, 3, "invalid start byte"),
+     "not UTF-8 text (invalid start byte at byte 2): save the file as UTF-8"),
+])
+def test_os_errors_print_one_line_and_exit_1(monkeypatch, capsys, exc, line):
+    from preftune.data import commands
+
+    monkeypatch.setattr(commands, "cmd_stats", _raising(exc))
+    code, out, err = run(capsys, "data", "stats", "whatever.jsonl")
+    assert (code, out, err) == (1, "", f"preftune: error: {line}\n")
+
+
+def test_yaml_errors_name_file_line_and_column(monkeypatch, capsys, tmp_path):
+    import yaml
+
+    from preftune.data import commands
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("lr: 1\nbeta: [0.1\n")
+
+    def load(args):
+        with open(cfg) as f:
+            yaml.safe_load(f)
+
+    monkeypatch.setattr(commands, "cmd_stats", load)
+    code, _, err = run(capsys, "data", "stats", "x.jsonl")
+    assert code == 1 and err.startswith(f"preftune: error: {cfg}:3:1: invalid YAML: expected ',' or ']'")
+
+
+def test_an_os_error_without_a_file_is_a_bug_and_keeps_its_traceback(monkeypatch):
+    from preftune.data import commands
+
+    monkeypatch.setattr(commands, "cmd_stats", _raising(OSError("no file named")))
+    with pytest.raises(OSError, match="no file named"):
+        main(["data", "stats", "x.jsonl"])

@@ -85,12 +85,6 @@ def _invalid_error(path: str, invalid: list, hint: str) -> ValueError:
     return ValueError(f"{path}: {len(invalid)} invalid row(s); nothing was written ({hint}).\n{shown}{more}")
 
 
-def _refuse_existing(paths: list[Path], force: bool) -> None:
-    for p in paths:
-        if p.exists() and not force:
-            raise ValueError(f"{p} already exists; pass --force to replace it")
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     from preftune.data.validate import check_path
 
@@ -131,17 +125,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_curate(args: argparse.Namespace) -> int:
     from preftune.data.curate import Reason, Removal, curate_records, load_test_prompts, merge_removals
     from preftune.data.io import write_rows
+    from preftune.data.paths import check_outputs, rows_output
 
     out = Path(args.output)
     report = Path(args.report) if args.report else out.with_name(out.name + ".report.json")
     if out.resolve() == Path(args.input).resolve():
         raise ValueError(f"{out}: the output would replace the input; write to another file")
-    _refuse_existing([out, report], args.force)
+    check_outputs([rows_output("-o", out), ("--report", report)],
+                  [("IN", args.input)] + [("--test-file", t) for t in args.test_file], force=args.force)
     if args.max_length is not None and not args.tokenizer:
         raise ValueError("--max-length needs --tokenizer MODEL (lengths are counted in that model's tokens)")
     rows, records, lines, invalid = load_rows(args.input)
+    if not rows and not invalid:
+        raise ValueError(f"{args.input}: no rows; nothing was written")
     if invalid and not args.drop_invalid:
         raise _invalid_error(args.input, invalid, "pass --drop-invalid to drop them into the report")
+    if not rows:
+        raise _invalid_error(args.input, invalid, "no valid row is left to keep")
     tokenizer = None
     if args.tokenizer and args.max_length is not None:
         from preftune.models import load_tokenizer
@@ -179,10 +179,14 @@ def cmd_split(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.exists():
         raise ValueError(f"{src}: no such file or folder")
+    from preftune.data.paths import Output, check_outputs, check_writable
+
     sfx = _suffix(src)
     out = Path(args.output)
     train_p, test_p = out / f"train{sfx}", out / f"test{sfx}"
-    _refuse_existing([train_p, test_p], args.force)
+    check_writable(Output("-o", out, folder=True))
+    check_outputs([Output("train", train_p, folder=not sfx), Output("test", test_p, folder=not sfx)],
+                  [("IN", src)], force=args.force)
     rows, records, _, invalid = load_rows(args.input)
     if invalid:
         raise _invalid_error(args.input, invalid, "fix them, or drop them with `preftune data curate --drop-invalid`")

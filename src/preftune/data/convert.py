@@ -11,7 +11,10 @@ keys of the first rows). The per-format parsing lives in `preftune.data.formats`
 
 Every output record passes `validate_row`; every input row that gives no record (or gives fewer
 than it could, e.g. tied completions) is listed in `ConvertResult.skipped` with its location
-and the reason. Nothing is dropped silently.
+and the reason. Nothing is dropped silently. Two kinds of problem stop the conversion instead
+(`ConvertResult.errors`; `convert_file` then writes nothing): NaN / Infinity in any numeric field
+of an input row, and output that `preftune data check` would reject as a whole (a response whose
+last turn is not the assistant's, pair and unpaired rows in one file, a repeated id).
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ from pathlib import Path
 
 from preftune.data import formats
 from preftune.data.io import RawRow, iter_raw, write_rows
-from preftune.data.records import META_FIELDS, PairRecord, UnpairedRecord, parse_row
+from preftune.data.records import (
+    META_FIELDS,
+    PairRecord,
+    UnpairedRecord,
+    nonfinite_paths,
+    parse_row,
+    show_number,
+)
+from preftune.data.validate import LocatedProblem, check_rows
 
 # How many leading readable rows `auto` looks at, and how many skipped lines the CLI prints.
 AUTO_SAMPLE = 20
@@ -73,6 +84,12 @@ class ConvertResult:
     guessed: bool = False                         # True when detected_format came from auto
     num_rows: int = 0                             # input rows read (readable or not)
     skipped_path: Path | None = None              # where convert_file wrote the skipped lines
+    origins: list[tuple[str, int]] = field(default_factory=list)  # (file, line) of each record's input row
+    # Problems that stop the conversion (convert_file writes nothing): NaN / Infinity in an input row,
+    # and converted rows that `preftune data check` would reject as a file (wrong last speaker, pair
+    # and unpaired rows mixed, duplicate ids), located at the input row they came from.
+    errors: list[LocatedProblem] = field(default_factory=list)
+    warnings: list[LocatedProblem] = field(default_factory=list)  # said on stderr, written anyway
 
 
 def guess_format(row: dict) -> Format | None:
@@ -129,7 +146,7 @@ def _resolve_auto(sample: list[RawRow], where: str) -> Format:
                      f"pass --from with one of: {format_names()}")
 
 
-def convert_rows(rows: Iterable[RawRow], fmt: str | Format) -> ConvertResult:
+def convert_rows(rows: Iterable[RawRow], fmt: str | Format, path: str = "") -> ConvertResult:
     """Convert raw rows (from `iter_raw`) of format `fmt` ('auto' guesses from the first rows).
     Returns the valid records, every skipped input as ("FILE:LINE", reason), and the format used."""
     fmt = fmt if isinstance(fmt, Format) else Format.parse(fmt)
@@ -138,7 +155,7 @@ def convert_rows(rows: Iterable[RawRow], fmt: str | Format) -> ConvertResult:
     if fmt is Format.AUTO:
         head = list(itertools.islice(it, AUTO_SAMPLE * 5))
         if not head:
-            raise ValueError("no rows to convert; cannot guess the format")
+            raise ValueError(f"{path or 'input'}: no rows to convert; cannot guess the format")
         fmt = _resolve_auto([r for r in head if r.error is None][:AUTO_SAMPLE], head[0].path)
         it = itertools.chain(head, it)
     result.detected_format = fmt.value
@@ -151,8 +168,16 @@ def convert_rows(rows: Iterable[RawRow], fmt: str | Format) -> ConvertResult:
         if not isinstance(raw.row, dict):
             result.skipped.append((raw.where, f"row must be a JSON object, got {type(raw.row).__name__}"))
             continue
+        bad = [(k, x) for key, v in raw.row.items() for k, x in nonfinite_paths(v, key)]
+        if bad:  # never a skip: NaN / Infinity mean a broken source, and would sort as any winner
+            result.errors += [LocatedProblem(raw.path, raw.line, k, f"must be a finite number, got {show_number(x)}")
+                              for k, x in bad]
+            continue
         try:
             out_rows, notes = convert(raw.row, f"{Path(raw.path).name}:{raw.line}")
+        except formats.NonFiniteNumber as e:
+            result.errors += [LocatedProblem(raw.path, raw.line, f, m) for f, m in e.problems]
+            continue
         except formats.SkipRow as e:
             result.skipped.append((raw.where, str(e)))
             continue
@@ -164,7 +189,22 @@ def convert_rows(rows: Iterable[RawRow], fmt: str | Format) -> ConvertResult:
             else:
                 assert isinstance(rec, (PairRecord, UnpairedRecord))
                 result.records.append(rec)
+                result.origins.append((raw.path, raw.line))
+    for p in output_problems(result):
+        # Native rows mixing kinds are the user's own file as written (`data check IN` shows it, and
+        # loss=kto trains on both kinds): said, not refused. From another format it is refused.
+        mixed_native = fmt is Format.PREFTUNE and p.field == "row" and p.message.startswith("is a ")
+        (result.warnings if mixed_native else result.errors).append(p)
     return result
+
+
+def output_problems(result: ConvertResult) -> list[LocatedProblem]:
+    """What `preftune data check` would report on the records about to be written, located at the
+    input rows they came from (a ShareGPT `chosen` ending with a user turn, TRL pairs and unpaired
+    rows in one file, two rows with one id)."""
+    raws = [RawRow(path, line, rec.to_dict()) for rec, (path, line) in zip(result.records, result.origins)]
+    return [LocatedProblem(p.path, p.line, p.field, f"{p.message} (in the converted row)")
+            for p in check_rows(raws).problems if p.line > 0]
 
 
 def skipped_path_for(out_path: str | Path) -> Path:
@@ -176,13 +216,22 @@ def convert_file(in_path: str | Path, fmt: str | Format, out_path: str | Path,
     """Convert IN to OUT (any format `write_rows` knows). Skipped lines go to OUT.skipped.jsonl
     (one `{"where", "reason"}` per line) when there are any. OUT is not written when no record
     could be converted. Refuses to replace existing files unless `overwrite`."""
+    from preftune.data.paths import check_outputs, rows_output
+
     out_path = Path(out_path)
     skipped_file = skipped_path_for(out_path)
-    if not overwrite:  # check before the (possibly long) conversion, not after it
-        for p in (out_path, skipped_file):
-            if p.exists():
-                raise ValueError(f"{p} already exists; pass --force (overwrite=True) to replace it")
-    result = convert_rows(iter_raw(in_path), fmt)
+    # before the (possibly long) conversion, not after it
+    check_outputs([rows_output("-o", out_path), ("OUT.skipped.jsonl", skipped_file)], [("IN", in_path)],
+                  force=overwrite)
+    result = convert_rows(iter_raw(in_path), fmt, str(in_path))
+    if result.num_rows == 0:
+        raise ValueError(f"{in_path}: no rows to convert")
+    if result.errors:
+        shown = "\n".join(str(p) for p in result.errors[:MAX_PRINTED_SKIPS])
+        more = (f"\n... and {len(result.errors) - MAX_PRINTED_SKIPS} more" if len(result.errors) > MAX_PRINTED_SKIPS
+                else "")
+        raise ValueError(f"{in_path}: {len(result.errors)} problem(s) stop the conversion (NaN / Infinity, or "
+                         f"output `preftune data check` would reject); nothing was written:\n{shown}{more}")
     if result.records:
         write_rows(result.records, out_path, overwrite=overwrite)
     if result.skipped:
@@ -217,6 +266,8 @@ def run_convert(args) -> int:
     if len(result.skipped) > MAX_PRINTED_SKIPS:
         print(f"... and {len(result.skipped) - MAX_PRINTED_SKIPS} more skipped lines (all in {result.skipped_path})",
               file=sys.stderr)
+    for p in result.warnings[:MAX_PRINTED_SKIPS]:
+        print(f"note: {p}", file=sys.stderr)
     guessed = ", guessed" if result.guessed else ""
     if not result.records:
         print(f"read {result.num_rows} rows, converted none (format: {result.detected_format}{guessed}); "

@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any
 
-from preftune.data.records import META_FIELDS, parse_row
+from preftune.data.records import META_FIELDS, finite, parse_row, show_number
 
 Rows = tuple[list[dict], list[str]]
 
@@ -102,16 +102,36 @@ def split_shared_prefix(chosen: list[dict], rejected: list[dict]) -> tuple[list[
     return chosen[:n], tails[0], tails[1]
 
 
-def _number(v: Any) -> float | None:
-    """A finite number from an int/float or a numeric string ("4"); None otherwise ("N/A")."""
+class NonFiniteNumber(ValueError):
+    """A number field holds NaN or Infinity (as a number or as text such as "nan" or "inf"). Not a
+    reason to skip one row: such values mean the source is broken, so the conversion stops."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+        self.problems = problems  # (field, message)
+
+    @classmethod
+    def of(cls, field: str, value: Any) -> NonFiniteNumber:
+        shown = repr(value) if isinstance(value, str) else show_number(value)
+        return cls([(field, f"must be a finite number, got {shown}")])
+
+
+def _number(v: Any, field: str) -> float | None:
+    """A finite number from an int/float or a numeric string ("4"); None for text that is no number
+    ("N/A"). NonFiniteNumber for NaN / Infinity, as numbers or as text ("nan", "-inf")."""
     if isinstance(v, bool):
         return None
     if isinstance(v, str):
         try:
-            v = float(v)
+            f = float(v)
         except ValueError:
             return None
-    if isinstance(v, (int, float)) and math.isfinite(v):
+        if not math.isfinite(f):
+            raise NonFiniteNumber.of(field, v)
+        v = f
+    if isinstance(v, (int, float)):
+        if finite(v) is None:
+            raise NonFiniteNumber.of(field, v)
         return float(v)
     return None
 
@@ -251,7 +271,7 @@ _UF_SCORE_KEYS = ("score", "fine-grained_score")
 _UF_TEXT_KEYS = ("response", "text", "output")
 
 
-def _uf_ratings(annotations: Any) -> dict[str, float]:
+def _uf_ratings(annotations: Any, field: str) -> dict[str, float]:
     """{aspect: rating} from UltraFeedback annotations ({"helpfulness": {"Rating": "4", ...}});
     'N/A' ratings are left out."""
     out = {}
@@ -259,7 +279,8 @@ def _uf_ratings(annotations: Any) -> dict[str, float]:
         for aspect, ann in annotations.items():
             if isinstance(ann, list) and ann:
                 ann = ann[0]
-            r = _number(ann.get("Rating")) if isinstance(ann, dict) else _number(ann)
+            where = f"{field}.{aspect}"
+            r = _number(ann.get("Rating"), f"{where}.Rating") if isinstance(ann, dict) else _number(ann, where)
             if r is not None:
                 out[aspect] = r
     return out
@@ -280,14 +301,15 @@ def ultrafeedback(row: dict, row_id: str) -> Rows:
             notes.append(f"completions[{i}]: must be an object, got {type(c).__name__}")
             continue
         text = next((c[k] for k in _UF_TEXT_KEYS if isinstance(c.get(k), str)), None)
-        ratings = _uf_ratings(c.get("annotations"))
+        ratings = _uf_ratings(c.get("annotations"), f"completions[{i}].annotations")
         # The mean of the aspect ratings (fine-grained_score) comes before overall_score: the
         # binarised UltraFeedback sets moved to it after overall_score turned out unreliable.
-        score = next((_number(c[k]) for k in _UF_SCORE_KEYS if _number(c.get(k)) is not None), None)
+        score = next((_number(c[k], f"completions[{i}].{k}") for k in _UF_SCORE_KEYS
+                      if _number(c.get(k), f"completions[{i}].{k}") is not None), None)
         if score is None and ratings:
             score = sum(ratings.values()) / len(ratings)
         if score is None:
-            score = _number(c.get("overall_score"))
+            score = _number(c.get("overall_score"), f"completions[{i}].overall_score")
         if text is None or score is None:
             notes.append(f"completions[{i}]: " + ("no response text" if text is None else "no numeric score"))
             continue
@@ -303,7 +325,7 @@ def ultrafeedback(row: dict, row_id: str) -> Rows:
 
 def _uf_binarized(row: dict, row_id: str) -> Rows:
     _require(row, "chosen", "rejected", "score_chosen", "score_rejected")
-    sc, sr = _number(row["score_chosen"]), _number(row["score_rejected"])
+    sc, sr = _number(row["score_chosen"], "score_chosen"), _number(row["score_rejected"], "score_rejected")
     if sc is None or sr is None:
         raise SkipRow(f"score_chosen / score_rejected must be numbers, got {row['score_chosen']!r} / "
                       f"{row['score_rejected']!r}")
@@ -328,7 +350,7 @@ def alpacaeval(row: dict, row_id: str) -> Rows:
     if "output_1" not in row and "chosen" in row:
         return _alpaca_paired(row, row_id)
     _require(row, "instruction", "output_1", "output_2")
-    pref = _number(row.get("preference"))
+    pref = _number(row.get("preference"), "preference")
     if pref is None:
         raise SkipRow(f"preference: no usable value ({row.get('preference')!r}; did the annotation fail?)")
     if pref == 0:
@@ -359,7 +381,7 @@ def _alpaca_paired(row: dict, row_id: str) -> Rows:
     _require(row, "prompt", "chosen", "rejected")
     out = {"id": row_id, **_passthrough(row, ("subset",)), "prompt": row["prompt"],
            "chosen": row["chosen"], "rejected": row["rejected"]}
-    p2 = _number(row.get("p_output_2_better"))
+    p2 = _number(row.get("p_output_2_better"), "p_output_2_better")
     if p2 is not None and p2 == 0.5:
         raise SkipRow("tie (p_output_2_better 0.5): no chosen response")
     if row.get("subset") is not None and "category" not in row:
@@ -414,6 +436,8 @@ def openai(row: dict, row_id: str) -> Rows:
 def native(row: dict, row_id: str) -> Rows:
     """preftune rows as they are; rated rows become pairs (as `RatedRecord.to_pairs`, ties noted)."""
     rec, problems = parse_row(row)
+    if any(p.nonfinite for p in problems):
+        raise NonFiniteNumber([(p.field, p.message) for p in problems if p.nonfinite])
     if problems:
         raise SkipRow("; ".join(str(p) for p in problems))
     assert rec is not None

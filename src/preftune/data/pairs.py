@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 def load_pairs(path: str, rated_min_margin: float = 0.0) -> tuple[list, dict]:
     """PairRecords of a file; rated rows become pairs with a margin. ValueError names file/line/field."""
-    from preftune.data.io import read_records
+    from preftune.data.io import read_located
     from preftune.data.records import PairRecord, RatedRecord
 
     pairs, counts = [], {"num_pair_rows": 0, "num_rated_rows": 0, "num_pairs_from_rated": 0}
-    for i, rec in enumerate(read_records(path)):
+    for i, (line, rec) in enumerate(read_located(path)):
         if isinstance(rec, PairRecord):
             pairs.append(rec)
             counts["num_pair_rows"] += 1
@@ -22,7 +22,7 @@ def load_pairs(path: str, rated_min_margin: float = 0.0) -> tuple[list, dict]:
             counts["num_rated_rows"] += 1
             counts["num_pairs_from_rated"] += len(new)
         else:
-            msg = (f"{path}: row {i + 1} is an unpaired row (prompt/completion/label); a reward model "
+            msg = (f"{path}:{line}: row: row {i + 1} is an unpaired row (prompt/completion/label); a reward model "
                    "trains on pairs (prompt/chosen/rejected) or rated rows (completions/scores)")
             raise ValueError(msg)  # noqa: TRY004 (user input: the CLI reports ValueErrors)
     if not pairs:

@@ -30,9 +30,11 @@ VERDICTS = ("chosen", "rejected", "tie")
 
 @dataclass
 class Problem:
-    """One validation problem: the field it concerns and a message."""
+    """One validation problem: the field it concerns and a message. `nonfinite` marks a number field
+    holding NaN / Infinity (as a number, or as text like "nan"): `convert` stops on those."""
     field: str
     message: str
+    nonfinite: bool = False
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
@@ -156,16 +158,77 @@ def _conversation(value: Any, name: str, default_role: str, problems: list[Probl
             problems.append(Problem(where, f"must be a message object, got {type(m).__name__}"))
             continue
         role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
+        if role is None:
+            problems.append(Problem(f"{where}.role", f"is missing (expected one of {', '.join(ROLES)})"))
+        elif role not in ROLES:
             problems.append(Problem(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})"))
         if not isinstance(content, str):
             problems.append(Problem(f"{where}.content", "must be a string"
                                     + (" (missing)" if content is None else f", got {type(content).__name__}")))
             content = "" if content is None else str(content)
+        for k, v in m.items():  # other message keys are not kept, but a copy of the raw row may be
+            if k not in ("role", "content"):
+                problems.extend(Problem(p, f"must be a finite number, got {show_number(x)}", nonfinite=True)
+                                for p, x in nonfinite_paths(v, f"{where}.{k}"))
         msgs.append({"role": role, "content": content})
     if msgs and all(not m["content"].strip() for m in msgs):
         problems.append(Problem(name, "is empty"))
     return msgs
+
+
+def show_number(v: Any) -> str:
+    """A number as JSON spells it (NaN, Infinity, -Infinity for the values JSON cannot hold)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 1024:
+        return f"an integer of {v.bit_length()} bits (beyond the float range)"
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def finite(v: Any) -> float | None:
+    """`v` as a float when it is a finite int/float (not a bool), else None. Python's json parses
+    NaN, Infinity and 1e999 (as inf), and ints beyond the float range overflow: all give None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _number(row: dict, key: str, problems: list[Problem], what: str) -> float | None:
+    """The optional number `row[key]` as a float; a problem (and None) when it is not a finite number."""
+    v = row.get(key)
+    if v is None:
+        return None
+    f = finite(v)
+    if f is None:
+        problems.append(Problem(key, f"must be {what}, got {show_number(v)}", nonfinite=_nonfinite_value(v)))
+    return f
+
+
+def _nonfinite_value(v: Any) -> bool:
+    """NaN / Infinity as a number (or an int beyond the float range), or as text ("nan", "-Infinity")."""
+    if isinstance(v, str):
+        try:
+            return not math.isfinite(float(v))
+        except ValueError:
+            return False
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and finite(v) is None
+
+
+def nonfinite_paths(value: Any, path: str) -> list[tuple[str, Any]]:
+    """(path, value) of every non-finite number (NaN, +-Infinity, an int beyond the float range)
+    inside a JSON value, e.g. ("weights[1]", nan) or ("meta.score", inf)."""
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in nonfinite_paths(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [hit for i, v in enumerate(value) for hit in nonfinite_paths(v, f"{path}[{i}]")]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and finite(value) is None:
+        return [(path, value)]
+    return []
 
 
 def _check_meta(row: dict, problems: list[Problem]) -> dict:
@@ -175,24 +238,16 @@ def _check_meta(row: dict, problems: list[Problem]) -> dict:
         if v is not None and not isinstance(v, (str, int)):
             problems.append(Problem(k, f"must be a string, got {type(v).__name__}"))
         meta[k] = None if v is None else str(v)
-    conf = row.get("confidence")
-    if conf is not None:
-        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or math.isnan(conf):
-            problems.append(Problem("confidence", f"must be a number in [0, 1], got {conf!r}"))
-            conf = None
-        elif not 0.0 <= conf <= 1.0:
-            problems.append(Problem("confidence", f"must be in [0, 1], got {conf}"))
-        meta["confidence"] = None if conf is None else float(conf)
+    conf = _number(row, "confidence", problems, "a finite number in [0, 1]")
+    if conf is not None and not 0.0 <= conf <= 1.0:
+        problems.append(Problem("confidence", f"must be in [0, 1], got {conf:g}"))
+    meta["confidence"] = conf
     close = row.get("close")
     if close is not None and not isinstance(close, bool):
         problems.append(Problem("close", f"must be true or false, got {close!r}"))
         close = None
     meta["close"] = close
-    margin = row.get("margin")
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
-        problems.append(Problem("margin", f"must be a number, got {margin!r}"))
-        margin = None
-    meta["margin"] = None if margin is None else float(margin)
+    meta["margin"] = _number(row, "margin", problems, "a finite number")
     attrs = row.get("attributes")
     if attrs is None:
         attrs = {}
@@ -227,6 +282,11 @@ def parse_row(row: Any) -> tuple[Record | None, list[Problem]]:
             problems.append(Problem(k, "is missing"))
     meta = _check_meta(row, problems)
     extra = {k: v for k, v in row.items() if k not in META_FIELDS and k not in _CORE[kind]}
+    # Any other key is kept and written back, so it must be valid JSON too (and a weight or score
+    # kept there may be read by a loss): no NaN or Infinity anywhere in it.
+    for k, v in extra.items():
+        problems.extend(Problem(where, f"must be a finite number, got {show_number(x)}", nonfinite=True)
+                        for where, x in nonfinite_paths(v, k))
     prompt = _conversation(row["prompt"], "prompt", "user", problems) if row.get("prompt") is not None else []
     rec: Record
     if kind == "pair":
@@ -251,14 +311,53 @@ def parse_row(row: Any) -> tuple[Record | None, list[Problem]]:
         elif comps is not None:
             convs = [_conversation(c, f"completions[{i}]", "assistant", problems) for i, c in enumerate(comps)]
         if scores is not None:
-            if not isinstance(scores, list) or not all(
-                    isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores):
-                problems.append(Problem("scores", "must be a list of numbers"))
-                scores = None
-            elif isinstance(comps, list) and len(scores) != len(comps):
-                problems.append(Problem("scores", f"has {len(scores)} entries for {len(comps)} completions"))
+            scores = _scores(scores, comps, problems)
         rec = RatedRecord(prompt=prompt, completions=convs, scores=list(scores or []), extra=extra, **meta)
     return (rec if not problems else None), problems
+
+
+def _scores(scores: Any, comps: Any, problems: list[Problem]) -> list | None:
+    """The scores of a rated row as floats; problems for a non-list, a non-number, a non-finite
+    number (a NaN score would sort anywhere and make any completion the winner) or a count mismatch."""
+    if not isinstance(scores, list):
+        problems.append(Problem("scores", "must be a list of numbers"))
+        return None
+    ok = True
+    for i, s in enumerate(scores):
+        if finite(s) is None:
+            what = "a finite number" if isinstance(s, (int, float)) and not isinstance(s, bool) else "a number"
+            problems.append(Problem(f"scores[{i}]", f"must be {what}, got {show_number(s)}",
+                                    nonfinite=_nonfinite_value(s)))
+            ok = False
+    if isinstance(comps, list) and len(scores) != len(comps):
+        problems.append(Problem("scores", f"has {len(scores)} entries for {len(comps)} completions"))
+    return list(scores) if ok else None
+
+
+def parse_response_row(row: Any) -> tuple[str | None, list[Problem]]:
+    """Validate a row whose responses are to be scored (`preftune score`), with the checks of
+    `parse_row`: a pair, a rated row (`scores` optional: scoring is what adds them), or one response
+    as `completion` (`label` optional) or `response`. Returns ("pair" | "single" | "rated" | None,
+    every problem)."""
+    if not isinstance(row, dict):
+        return None, [Problem("row", f"must be a JSON object, got {type(row).__name__}")]
+    view = dict(row)
+    renamed = "response" in view and not {"completion", "chosen", "rejected", "completions"} & set(view)
+    if renamed:
+        view["completion"] = view.pop("response")
+    kind = row_kind(view)
+    if kind is None:
+        return None, [Problem("row", "has no response to score (expected chosen/rejected, completion, response "
+                                     f"or completions); keys: {', '.join(sorted(row)) or 'none'}")]
+    if kind == "unpaired":
+        view.setdefault("label", True)
+    if kind == "rated" and "scores" not in view and isinstance(view.get("completions"), list):
+        view["scores"] = [0] * len(view["completions"])
+    problems = parse_row(view)[1]
+    if renamed:
+        problems = [Problem("response" + p.field[len("completion"):], p.message) if p.field.startswith("completion")
+                    else p for p in problems]
+    return {"pair": "pair", "unpaired": "single", "rated": "rated"}[kind], problems
 
 
 def validate_row(row: Any) -> list[Problem]:

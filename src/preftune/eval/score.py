@@ -81,20 +81,38 @@ def register(sub) -> None:
     p.set_defaults(func=run_score)
 
 
-def run_score(args) -> int:
-    from preftune.data.io import iter_raw, write_rows
+def _read_rows(path: str) -> tuple[list[dict], list[str]]:
+    """Every row of FILE with its FILE:LINE, validated like every other reader (the data layer's record
+    checks); ValueError listing the bad rows, before any model loads."""
+    from preftune.data.io import iter_raw
+    from preftune.data.records import parse_response_row
 
-    if Path(args.out).exists() and not args.force:
-        raise ValueError(f"{args.out} exists; pass --force to overwrite it")
-    rows, wheres = [], []
-    for raw in iter_raw(args.data):
-        if raw.error is not None:
-            raise ValueError(f"{raw.where}: {raw.error}")
-        _responses(raw.row, raw.where)  # every bad row fails before the model loads
-        rows.append(raw.row)
-        wheres.append(raw.where)
+    rows, wheres, problems = [], [], []
+    num_bad = 0
+    for raw in iter_raw(path):
+        found = [raw.error] if raw.error is not None else [str(p) for p in parse_response_row(raw.row)[1]]
+        if found:
+            num_bad += 1
+            problems += [f"{raw.where}: {p}" for p in found]
+        else:
+            rows.append(raw.row)
+            wheres.append(raw.where)
+    if num_bad:
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ValueError(f"{path}: {num_bad} bad row(s); nothing was scored. Run `preftune data check {path}` "
+                         "for every problem.\n" + "\n".join(problems[:20]) + more)
     if not rows:
-        raise ValueError(f"{args.data}: no rows")
+        raise ValueError(f"{path}: no rows")
+    return rows, wheres
+
+
+def run_score(args) -> int:
+    from preftune.data.io import write_rows
+    from preftune.data.paths import check_outputs, rows_output
+
+    inputs = [("--data", args.data)] + ([("RUN", args.run)] if Path(args.run).exists() else [])
+    check_outputs([rows_output("-o", args.out)], inputs, force=args.force)
+    rows, wheres = _read_rows(args.data)  # every bad row fails before the model loads
     scorer = load_scorer(args.run)
     scored, num_truncated = score_rows(scorer, rows, wheres, args.batch_size)
     write_rows(scored, args.out, overwrite=args.force)

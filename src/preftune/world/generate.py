@@ -326,6 +326,9 @@ def run_world(args) -> int:
         raise ValueError(f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise ValueError(f"{out} is not empty; pass --force to write into it")
+    from preftune.data.paths import Output, check_writable
+
+    check_writable(Output("-o", out, folder=True))  # a read-only folder fails now, not after generating
     world = generate_world(args.num_pairs, args.seed, args.noise, args.length_bias, args.position_bias,
                            args.num_test_pairs, output=args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -403,3 +403,71 @@ def test_malformed_rows_are_skipped_with_a_reason_never_dropped_or_crashing(fmt)
     assert res.records == []
     assert [w for w, _ in res.skipped] == [f"bad.jsonl:{i}" for i in range(1, len(MALFORMED) + 1)]
     assert all(reason for _, reason in res.skipped)
+
+
+# ----------------------------------------------------------------------------- stops (issue 16 items 3 and 9)
+
+NAN = float("nan")
+
+
+def test_nan_in_any_input_row_stops_the_conversion_with_file_line_field():
+    rated = {"prompt": "p", "completions": ["a", "b", "c"], "scores": [NAN, 1, 2]}
+    res = convert_rows(raw({"prompt": "q", "chosen": "a", "rejected": "b"}, rated), "preftune")
+    # the NaN row is not a record (NaN sorts anywhere: "a" could have won) and not a quiet skip either
+    assert [str(e) for e in res.errors] == ["in.jsonl:2: scores[0]: must be a finite number, got NaN"]
+    assert len(res.records) == 1 and res.skipped == []
+    text = convert_rows(raw({"prompt": "q", "chosen": "a", "rejected": "b", "margin": "nan"}), "preftune")
+    assert [str(e) for e in text.errors] == ["in.jsonl:1: margin: must be a finite number, got 'nan'"]
+    uf = {"instruction": "q", "completions": [{"response": "a", "fine-grained_score": 4},
+                                              {"response": "b", "fine-grained_score": float("inf")}]}
+    assert [str(e) for e in convert_rows(raw(uf), "ultrafeedback").errors] == [
+        "in.jsonl:1: completions[1].fine-grained_score: must be a finite number, got Infinity"]
+    uf_text = {"instruction": "q", "completions": [
+        {"response": "a", "annotations": {"honesty": {"Rating": "-inf"}}}, {"response": "b", "overall_score": 2}]}
+    assert [str(e) for e in convert_rows(raw(uf_text), "ultrafeedback").errors] == [
+        "in.jsonl:1: completions[0].annotations.honesty.Rating: must be a finite number, got '-inf'"]
+    # "N/A" is UltraFeedback's own "no rating": still a note, not an error
+    na = {"instruction": "q", "completions": [{"response": "a", "overall_score": "N/A"},
+                                              {"response": "b", "overall_score": 2}, {"response": "c", "overall_score": 1}]}
+    res_na = convert_rows(raw(na), "ultrafeedback")
+    assert res_na.errors == [] and len(res_na.records) == 1
+
+
+def test_output_data_check_would_reject_stops_the_conversion():
+    share = {"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "human", "value": "a"},
+             "rejected": {"from": "gpt", "value": "b"}}
+    assert [str(e) for e in convert_rows(raw(share), "sharegpt").errors] == [
+        "in.jsonl:1: chosen: must end with an assistant turn, ends with 'user' (in the converted row)"]
+    mixed = raw({"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "s", "completion": "c", "label": True})
+    res = convert_rows(mixed, "trl")
+    assert [(e.line, e.field) for e in res.errors] == [(2, "row")] and "unpaired" in res.errors[0].message
+    # native rows as their author wrote them: the mix is a note, not a stop (loss=kto trains on both)
+    native = convert_rows(mixed, "preftune")
+    assert native.errors == [] and [(w.line, w.field) for w in native.warnings] == [(2, "row")]
+
+
+def test_convert_file_writes_nothing_when_the_conversion_stops(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n'
+                   '{"prompt": "p", "chosen": "a", "rejected": "b", "margin": NaN}\n'
+                   '{"chosen": "\\n\\nHuman: q\\n\\nAssistant:", "rejected": "x"}\n')
+    out = tmp_path / "out.jsonl"
+    assert main(["data", "convert", str(src), "-o", str(out), "--from", "trl"]) == 1
+    err = capsys.readouterr().err
+    assert f"{src}:2: margin: must be a finite number, got NaN" in err.splitlines()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # neither OUT nor OUT.skipped.jsonl
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    for fmt in ("auto", "trl"):
+        with pytest.raises(ValueError, match=rf"^{empty}: no rows to convert"):
+            convert_file(empty, fmt, out)
+
+
+def test_convert_refuses_an_output_that_is_its_input_or_its_skipped_file(tmp_path):
+    src = tmp_path / "x.jsonl.skipped.jsonl"
+    src.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    with pytest.raises(ValueError, match="OUT.skipped.jsonl is the same file as the input IN"):
+        convert_file(src, "trl", tmp_path / "x.jsonl", overwrite=True)
+    with pytest.raises(ValueError, match="-o is the same file as the input IN"):
+        convert_file(src, "trl", src, overwrite=True)
+    assert src.read_text() == '{"prompt": "q", "chosen": "a", "rejected": "b"}\n'

@@ -68,3 +68,75 @@ def test_unknown_extension_and_missing_file(tmp_path):
 def _touch(p):
     p.write_text("")
     return p
+
+
+# ---------------------------------------------------------------- unreadable files (issue 16 item 8)
+
+PAIR_LINE = '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'
+
+
+def test_truncated_gzip_and_a_gz_that_is_not_gzip_name_the_file(tmp_path):
+    whole = gzip.compress((PAIR_LINE * 200).encode())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=rf"^{cut}: the gzip stream ends early, after line \d+"):
+        list(iter_raw(cut))
+    plain = tmp_path / "plain.jsonl.gz"
+    plain.write_text(PAIR_LINE)
+    with pytest.raises(ValueError, match=rf"^{plain}: not a valid gzip file"):
+        read_records(plain)
+
+
+def test_non_utf8_byte_is_named_with_line_and_column(tmp_path):
+    p = tmp_path / "latin1.jsonl"
+    p.write_bytes(PAIR_LINE.encode() + b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n')
+    # column 16: the 16th character of line 2 ('{"prompt": "caf' is 15 characters)
+    with pytest.raises(ValueError, match=rf"^{p}:2: not UTF-8 text \(byte 0xe9 at column 16\)"):
+        list(iter_raw(p))
+    csv_p = tmp_path / "latin1.csv"
+    csv_p.write_bytes(b"prompt,chosen,rejected\np,a,b\nq,caf\xe9,b\n")
+    with pytest.raises(ValueError, match=rf"^{csv_p}:3: not UTF-8"):
+        list(iter_raw(csv_p))
+
+
+def test_byte_order_mark_is_dropped_so_the_first_header_is_prompt(tmp_path):
+    p = tmp_path / "excel.csv"
+    p.write_bytes(b"\xef\xbb\xbfprompt,chosen,rejected\r\np,a,b\r\nq,c,d\r\n")
+    assert [(r.line, r.row) for r in iter_raw(p)] == [(2, {"prompt": "p", "chosen": "a", "rejected": "b"}),
+                                                    (3, {"prompt": "q", "chosen": "c", "rejected": "d"})]
+    j = tmp_path / "bom.jsonl"
+    j.write_bytes(b"\xef\xbb\xbf" + PAIR_LINE.encode())
+    assert len(read_records(j)) == 1
+
+
+def test_csv_cells_beyond_the_header_are_a_row_error(tmp_path):
+    p = tmp_path / "extra.csv"
+    p.write_text("prompt,chosen,rejected\np,a,b\nq,a pear, ripe,b\n")
+    raws = list(iter_raw(p))
+    assert raws[0].error is None and raws[1].line == 3 and raws[1].row is None
+    assert raws[1].error == "row: 1 cell(s) beyond the 3 columns of the header ('b'); quote cells that hold commas"
+    with pytest.raises(ValueError, match=rf"{p}:3: row: 1 cell\(s\) beyond"):
+        read_records(p)
+
+
+def test_huge_integers_are_a_row_error_not_a_crash(tmp_path):
+    p = tmp_path / "big.jsonl"
+    p.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "margin": ' + "9" * 5000 + "}\n")
+    (r,) = list(iter_raw(p))
+    assert r.line == 1 and r.error.startswith("json: unreadable number")
+
+
+def test_not_a_parquet_file_names_the_file(tmp_path):
+    p = tmp_path / "x.parquet"
+    p.write_text("hello")
+    with pytest.raises(ValueError, match=rf"^{p}: not a readable Parquet file"):
+        list(iter_raw(p))
+
+
+@pytest.mark.parametrize("name", ["o.jsonl", "o.json", "o.csv", "o.parquet"])
+def test_write_rows_refuses_nan_and_leaves_no_file(tmp_path, name):
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": "a", "rejected": "b",
+                                                              "score": float("nan")}]
+    with pytest.raises(ValueError, match=rf"{tmp_path / name}: row 2: holds a non-finite number"):
+        write_rows(rows, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its .tmp sibling
