@@ -210,3 +210,24 @@ def test_bad_requests_are_clear_errors(model, tok, prompts):
     assert eng.default_stop_ids == {tok.eos_token_id} | set(
         [model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int)
         else model.generation_config.eos_token_id or [])
+
+
+@pytest.mark.parametrize(("top_k", "temperature"), [(0, 1.0), (0, 0.6), (5, 1.0)])
+def test_sampler_frequencies_match_the_distribution(top_k, temperature):
+    from preftune.models.rollout import _sample, _warpers
+
+    V, N = 300, 20_000  # two blocks of 256, the second partial
+    logits = torch.randn(V, generator=torch.Generator().manual_seed(2)) * 2
+    target = torch.softmax(logits.double() / temperature, -1)
+    if top_k:
+        keep = logits.topk(top_k).indices
+        target = torch.zeros_like(target).index_copy(0, keep, target[keep] / target[keep].sum())
+    tokens, logps = _sample(logits.expand(N, V).contiguous(), temperature, _warpers(top_k, 1.0),
+                            torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=V).double() / N
+    # each frequency within 5 binomial standard errors of its probability, plus 5 counts for the rare
+    # tokens where the normal approximation fails (p = 1e-6: one count is 35 sigma); never a p = 0 token
+    assert bool((freq[target == 0] == 0).all())
+    bad = (freq - target).abs() > 5 * (target * (1 - target) / N).sqrt() + 5 / N
+    assert not bad.any(), (freq[bad], target[bad])
+    torch.testing.assert_close(logps, torch.log_softmax(logits / temperature, -1)[tokens], **TOL)
