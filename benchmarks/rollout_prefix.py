@@ -58,6 +58,25 @@ def run_generate(model, tok, prompts, G, max_new, stops, seed):
     return tokens, truncated
 
 
+def with_multinomial(fn, *args):
+    """Ablation: the engine with torch.multinomial as its sampler (what generate uses) instead of its own."""
+    import torch
+
+    from preftune.models import rollout
+
+    def multinomial_draw(filtered, peak, generator):
+        weights = torch.exp(filtered - peak)
+        tokens = torch.multinomial(weights, 1, generator=generator).squeeze(-1)
+        return tokens, weights.sum(-1, dtype=torch.float64)
+
+    real = rollout._draw
+    rollout._draw = multinomial_draw
+    try:
+        return fn(*args)
+    finally:
+        rollout._draw = real
+
+
 def bench_model(name: str, repeats: int) -> dict:
     import torch
 
@@ -69,7 +88,10 @@ def bench_model(name: str, repeats: int) -> dict:
     prompts = world_prompts(tok, P)
     engine = HFRolloutEngine(model, tok)
     stops = engine.default_stop_ids
+    repeated = [p for p in prompts for _ in range(G)]  # each prompt G times, one sample each
     calls = {"preftune": lambda s: run_preftune(engine, prompts, G, max_new, stops, s),
+             "preftune-no-prefix": lambda s: run_preftune(engine, repeated, 1, max_new, stops, s),
+             "preftune-multinomial": lambda s: with_multinomial(run_preftune, engine, prompts, G, max_new, stops, s),
              "hf-generate": lambda s: run_generate(model, tok, prompts, G, max_new, stops, s)}
     runs = {k: [] for k in calls}
     with torch.no_grad():
@@ -98,7 +120,11 @@ def report(results: list[dict], command: str) -> str:
              "", f"- versions: `{json.dumps(versions)}`", "", "Command:", "", "```", command, "```", "",
              "Sampling: temperature 1, top_k 0, top_p 1, stop ids = the model's EOS; prompts = the synthetic world's",
              "first P prompts through the chat template. tokens/s = completion tokens (incl. the stop token) per",
-             "wall second, median over repeats; `x generate` = preftune tokens/s / generate tokens/s.", ""]
+             "wall second, median over repeats; `x generate` = a contender's tokens/s / generate's.", "",
+             "Contenders: `preftune` = HFRolloutEngine (prompt prefilled once per group, finished rows dropped,",
+             "two-level inverse-CDF sampler); `preftune-no-prefix` = the same engine given each prompt G times with",
+             "one sample each (no prefix sharing); `preftune-multinomial` = the engine with torch.multinomial as its",
+             "sampler (generate's); `hf-generate` = `model.generate(do_sample=True, num_return_sequences=G)`.", ""]
     rows = []
     for res in results:
         for k, rs in res["runs"].items():
@@ -107,12 +133,17 @@ def report(results: list[dict], command: str) -> str:
                          f"{min(res['prompt_tokens'])}-{max(res['prompt_tokens'])}", k,
                          median([r["tokens"] for r in rs]), median([r["wall_s"] for r in rs]), tps,
                          median([r["tokens"] / r["cpu_s"] for r in rs]), median([r["truncated"] for r in rs])])
-        ours = median([r["tokens"] / r["wall_s"] for r in res["runs"]["preftune"]])
         theirs = median([r["tokens"] / r["wall_s"] for r in res["runs"]["hf-generate"]])
-        rows[-2].append(ours / theirs)
-        rows[-1].append(1.0)
+        for row in rows[-len(res["runs"]):]:
+            row.append(row[7] / theirs)
     lines.append(markdown_table(["model", "P x G", "max new", "prompt tokens", "contender", "tokens", "wall s",
                                  "tokens/s", "tokens/CPU-s", "truncated", "x generate"], rows))
+    lines += ["", "Attribution (median tokens/s ratios, same run):", ""]
+    for res in results:
+        tps = {k: median([r["tokens"] / r["wall_s"] for r in rs]) for k, rs in res["runs"].items()}
+        lines.append(f"- {res['model']}: prefix sharing (preftune / preftune-no-prefix) {tps['preftune'] / tps['preftune-no-prefix']:.2f}x; "
+                     f"sampler (preftune / preftune-multinomial) {tps['preftune'] / tps['preftune-multinomial']:.2f}x; "
+                     f"all (preftune / hf-generate) {tps['preftune'] / tps['hf-generate']:.2f}x")
     lines += ["", "Runs:", ""]
     run_rows = [[res["model"], k, r["rep"], r["tokens"], r["wall_s"], r["cpu_s"], r["truncated"],
                  r["load"].split("load average:")[-1].strip()]

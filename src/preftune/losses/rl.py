@@ -171,8 +171,8 @@ def policy_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tens
     reduced by `loss_type` (a sum divided by a normaliser; `normalizer` overrides the default so that
     the caller can pass the global value under gradient accumulation or data parallelism):
       grpo     Σ_i (Σ_t l_it / |o_i|) / N            GRPO, Shao et al. 2024, Eq. 3 (default N)
-      dr_grpo  Σ_it l_it / (N · max_completion_length)  Dr. GRPO, Liu et al. 2025, Eq. 3
-      dapo     Σ_it l_it / Σ_i |o_i|                 DAPO, Yu et al. 2025, Eq. 8 (token-level mean)
+      dr_grpo  Σ_it l_it / (N · max_completion_length)  Dr. GRPO, Liu et al. 2025, §3.2
+      dapo     Σ_it l_it / Σ_i |o_i|                 DAPO, Yu et al. 2025, §3.3 (token-level mean)
     eps_high defaults to eps_low (DAPO's clip-higher: eps_high > eps_low, 0.28 vs 0.2 in the paper).
     Shapes: logps, old_logps, mask (N, T); advantages (N,) or (N, T); per_token_kl (N, T) or None.
     """

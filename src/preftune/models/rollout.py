@@ -175,7 +175,7 @@ def _draw(filtered: Tensor, peak: Tensor, generator: torch.Generator) -> tuple[T
     Two-level inverse CDF: pick a block of 256 entries by its mass (float64 cumulative sum over the V/256
     block sums), then an entry inside it (float64 cumulative sum of 256 weights), each with its own uniform.
     Why not torch.multinomial: it draws one exponential per vocabulary entry, which on one CPU thread was
-    70% of a tiny-llama rollout (64 rows x 49k vocabulary, 180 ms a step); this draws 2 uniforms per row.
+    70% of a tiny-llama rollout (torch profiler, 64 rows x 49k vocabulary); this draws 2 uniforms per row.
     """
     R, V = filtered.shape
     nb = -(-V // _BLOCK)

@@ -121,7 +121,7 @@ def test_policy_loss_kl_term_and_normalizer():
     base = policy_loss(logps, old, adv, mask, eps_high=0.28)
     with_kl = policy_loss(logps, old, adv, mask, eps_high=0.28, per_token_kl=kl, kl_coef=0.1)
     # grpo adds 0.1 * mean over rows of the per-row token mean of KL: 0.1 * (1 + 2) / 2
-    assert float(with_kl.loss.detach() - base.loss) == pytest.approx(0.15)
+    assert float((with_kl.loss - base.loss).detach()) == pytest.approx(0.15)
     assert float(with_kl.kl) == pytest.approx((3 * 1 + 2 * 2) / 5) and float(base.kl) == 0.0
     # an explicit normaliser replaces the default
     dapo10 = policy_loss(logps, old, adv, mask, loss_type="dapo", eps_high=0.28, normalizer=10)
