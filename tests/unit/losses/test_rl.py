@@ -150,7 +150,7 @@ def test_ppo_policy_loss_is_the_symmetric_token_mean_clip():
     adv = T(1.0, -1.0)[None]  # per-token advantages
     out = ppo_policy_loss(logps, old, adv, torch.ones(1, 2, dtype=torch.bool), clip_range=0.2)
     # token 0: -min(1.5, 1.2) = -1.2 (high clip); token 1: -min(-0.9, -0.9) = 0.9; mean -0.15
-    assert float(out.loss) == pytest.approx(-0.15)
+    assert float(out.loss.detach()) == pytest.approx(-0.15)
     assert (float(out.clip_high), float(out.clip_low)) == pytest.approx((0.5, 0.0))
 
 
@@ -210,7 +210,7 @@ def test_clipped_value_loss_hand_values():
                              clip_range=0.2)
     # token 0: (1 - 2)^2 = 1 vs (0.5 + 0.2 - 2)^2 = 1.69 -> 1.69 (clipped wins)
     # token 1: (0 - 0)^2 = 0 vs (0.1 - 0.1 - 0)^2 = 0 -> 0 (tie: not counted as clipped)
-    assert float(out.loss) == pytest.approx(0.5 * (1.69 + 0) / 2)
+    assert float(out.loss.detach()) == pytest.approx(0.5 * (1.69 + 0) / 2)
     assert float(out.clip_fraction) == pytest.approx(0.5)
     out.loss.backward()
     # the clipped branch has no gradient (V is clamped); token 1 picks the unclipped branch: d/dV = (V - R)/2 = 0
