@@ -134,7 +134,7 @@ def overlay_section(runs: list[RunData], labels: list[str]) -> str:
 
 def answers_compare(runs: list[RunData], labels: list[str]) -> str:
     title = "The same prompts, answered by each run"
-    per_run = [{s["prompt"]: s for s in shapes.policy_samples(r.evals.get("policy"))} for r in runs]
+    per_run = [_by_prompt(shapes.policy_samples(r.evals.get("policy"))) for r in runs]
     prompts = list(dict.fromkeys(p for m in per_run for p in m))
     judged = [i for i, m in enumerate(per_run) if m]
     if len(judged) == 0:
@@ -161,6 +161,18 @@ def answers_compare(runs: list[RunData], labels: list[str]) -> str:
              "verdict against the baseline (shown once, from the first run that has the prompt).</p>")
     table = f"<table class='answers' id='compare-table'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
     return section("answers", title, intro + answers.filters("compare-table", facets, len(rows)) + table)
+
+
+def _by_prompt(samples: list[dict]) -> dict[tuple[str, int], dict]:
+    """Samples keyed by (prompt text, occurrence): a prompt asked twice is two rows, and runs evaluated
+    on the same prompts file line up whatever ids they carry."""
+    seen: dict[str, int] = {}
+    out = {}
+    for s in samples:
+        k = seen.get(s["prompt"], 0)
+        seen[s["prompt"]] = k + 1
+        out[(s["prompt"], k)] = s
+    return out
 
 
 def _categories(per_run: list[dict]) -> list[tuple[str, str, int]]:

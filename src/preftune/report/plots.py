@@ -33,8 +33,8 @@ KNOWN_GROUPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 )
 SUFFIX_TO_GROUP = {s: name for name, _, _, suffixes in KNOWN_GROUPS for s in suffixes}
 
-# values beyond this cannot be drawn (matplotlib's transforms overflow near the float maximum)
-PLOT_LIMIT = 1e300
+# values beyond this are not drawn: matplotlib's transforms and tickers overflow near the float maximum
+PLOT_LIMIT = 1e100
 COLORS = {"chosen": "#1f77b4", "rejected": "#d62728", "proxy": "#9467bd", "judge": "#2ca02c"}
 
 
@@ -184,7 +184,8 @@ def _series_color(name: str) -> str | None:
 def drawable(steps: Sequence[float], values: Sequence[float]) -> tuple[list[float], list[float], int]:
     """(xs, ys, number left out): points whose value is NaN, infinite or beyond +-PLOT_LIMIT cannot be
     drawn (matplotlib's transforms overflow); the caller says how many were left out."""
-    pts = [(x, y) for x, y in zip(steps, values) if math.isfinite(y) and abs(y) <= PLOT_LIMIT and math.isfinite(x)]
+    pts = [(x, y) for x, y in zip(steps, values)
+           if math.isfinite(y) and abs(y) <= PLOT_LIMIT and math.isfinite(x) and abs(x) <= PLOT_LIMIT]
     return [p[0] for p in pts], [p[1] for p in pts], len(values) - len(pts)
 
 
