@@ -15,7 +15,7 @@ from dataclasses import dataclass
 # metric-name prefixes that say where a value was measured; `train/x` and `eval/x` share one plot
 SPLIT_PREFIXES = ("train", "eval", "val", "test")
 # keys of a metrics row that are coordinates or bookkeeping, not metrics
-NON_METRIC_KEYS = frozenset({"step", "epoch", "time", "timestamp", "wall_time"})
+NON_METRIC_KEYS = frozenset({"step", "epoch", "time", "timestamp", "wall_time"})  # also as train/epoch
 
 # (plot name, title, y label, metric suffixes) in the order the report shows them. A suffix is the
 # metric name without its split prefix; several suffixes share one axis (chosen vs rejected).
@@ -83,7 +83,7 @@ def extract_series(rows: Sequence[dict]) -> dict[str, Series]:
         x = float(i) if step is None else step
         for key, value in row.items():
             num = _as_number(value)
-            if key in NON_METRIC_KEYS or num is None:
+            if key in NON_METRIC_KEYS or split_metric(key)[1] in NON_METRIC_KEYS or num is None:
                 continue
             xs, ys = points.setdefault(key, ([], []))
             xs.append(x)

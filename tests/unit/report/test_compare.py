@@ -34,7 +34,7 @@ def test_compare_of_the_two_dpo_fixtures(tmp_path):
     # the same prompt's verdicts: rows marked "same" show one outcome in both runs
     s0, s1 = (shapes.policy_samples(r.evals["policy"]) for r in runs)
     assert [a == "same" for _, a in rows] == [x["outcome"] == y["outcome"] for x, y in zip(s0, s1)]
-    assert "&lt;script&gt;" in answers and "<script>window.__pwned" not in page
+    assert "&lt;script&gt;" in answers and "<script>document.documentElement" not in page
 
 
 def test_prompts_only_some_runs_saw_are_marked(tmp_path):
