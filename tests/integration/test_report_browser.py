@@ -41,7 +41,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 #   losses + answer lengths + win rate by length + over-optimisation + data lengths = 14; dpo_ipo: the same
 #   without guards = 13; rm_full: 6 training groups (loss, rewards, margin, accuracy, grad_norm, lr) + reward
 #   histogram + pair lengths + reliability + reward vs length + accuracy by length + data lengths = 12;
-#   sft_full: loss, grad_norm, lr + other:ppl = 4; metrics_only: loss, lr = 2
+#   sft_full: loss, ppl, grad_norm, lr = 4; metrics_only: loss, lr = 2
 FIGURES = {"dpo_full": 14, "dpo_ipo": 13, "rm_full": 12, "sft_full": 4, "metrics_only": 2}
 
 

@@ -27,6 +27,7 @@ KNOWN_GROUPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      ("rewards/accuracy", "accuracy")),
     ("logps", "Policy log-probs: chosen vs rejected", "summed log-prob", ("logps/chosen", "logps/rejected")),
     ("kl", "KL to the reference", "KL (nats)", ("kl",)),
+    ("ppl", "Perplexity", "perplexity", ("ppl",)),
     ("grad_norm", "Gradient norm (before clipping)", "grad norm", ("grad_norm",)),
     ("lr", "Learning rate", "lr", ("lr",)),
     ("lengths", "Completion lengths: chosen vs rejected", "tokens", ("lengths/chosen", "lengths/rejected")),

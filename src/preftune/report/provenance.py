@@ -78,7 +78,7 @@ def origin(p: str, run: Path, out_dir: Path | None, depth: int = 0) -> str | Non
         return f"{esc(fmt_num(d.get('num_pairs')))} on-policy pairs{model}{per}{ranked}"
     if kind == "curate":
         counts = d.get("counts") if isinstance(d.get("counts"), dict) else {}
-        removed = ", ".join(f"{esc(fmt_num(v))} {esc(str(k).replace('_', ' '))}" for k, v in counts.items())
+        removed = ", ".join(f"{esc(str(k).replace('_', ' '))}: {esc(fmt_num(v))}" for k, v in counts.items())
         src = shapes.text_of(d.get("input", "?"))
         before = origin(src, run, out_dir, depth + 1) if depth < 2 else None
         return (f"{esc(fmt_num(d.get('num_kept')))} of {esc(fmt_num(d.get('num_input')))} rows of "
