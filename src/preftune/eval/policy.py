@@ -151,9 +151,8 @@ def sample_rows(prompts: Sequence[Prompt], model_texts: Sequence[str], baseline_
     (score_model, score_baseline); for the gold judge each side's per-attribute gold scores."""
     last = getattr(judge, "last_compare", None) or {}
     scores = (last["scores_a"], last["scores_b"]) if "scores_a" in last else None
-    gold = getattr(judge, "name", "") == "gold"
     gold_score = None
-    if gold:
+    if getattr(judge, "name", "") == "gold":
         from preftune.eval.judges import gold_score_fn, prompt_text
 
         gold_score = gold_score_fn()
