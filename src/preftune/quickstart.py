@@ -5,7 +5,8 @@
 3. train a reward model (minilm-l6) on it and evaluate it on held-out prompts
 4. tune smollm2-135m with DPO + LoRA on pairs of its own samples ranked by the world's gold scorer
 5. judge the tuned model against the starting model with the gold scorer (win rate, 95% interval),
-   run the regression gate, and write an HTML report
+   run the regression gate
+6. write an HTML report of each run (the DPO one links the reward model's)
 
 Each step is the same CLI command a user would type (printed before it runs), so the quickstart
 doubles as a tour. Steps whose inputs already exist in the output folder are reused unless --fresh.
@@ -74,10 +75,17 @@ def run_quickstart(args) -> int:
                "overwrite=true", "batch_size=16", "max_length=256", *rm_steps])
     _step("3b. evaluate it on held-out prompts", ["eval", "rm", str(rm_run), "--data", str(data / "test.jsonl")])
     rm_eval = json.loads((rm_run / "eval" / "rm.json").read_text())
+    _write_data_stats(clean, rm_run / "data_stats.json")
     summary = {"rm_accuracy": rm_eval.get("accuracy"), "rm_run": str(rm_run)}
     if not args.skip_policy:
         summary.update(_policy_steps(out, data, fast))
-    _step("6. write the HTML report", ["report", str(out / ("dpo" if not args.skip_policy else "rm"))])
+    _step("6. write the HTML report of the reward model", ["report", str(rm_run)])
+    if not args.skip_policy:
+        # the DPO page links the reward model's page and shows its accuracy in its provenance
+        _step("6b. write the HTML report of the DPO run (linking the reward model's)",
+              ["report", str(out / "dpo"), "--related", str(rm_run)])
+    page = out / ("dpo" if not args.skip_policy else "rm") / "report.html"
+    summary["report_kib"] = round(page.stat().st_size / 1024)
     summary["minutes"] = round((time.perf_counter() - t_start) / 60, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\n=== quickstart summary")

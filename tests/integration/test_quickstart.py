@@ -21,6 +21,10 @@ def test_quickstart_fast_runs_the_whole_loop(tmp_path, capsys):
     assert wins + ties + losses == 8  # every judged prompt is a win, a tie or a loss
     assert 0.0 <= summary["win_rate"] <= 1.0
     assert (out / "dpo" / "report.html").stat().st_size > 10_000
+    # the DPO page links the reward model's page (written first) and says how its reference was made
+    dpo_page = (out / "dpo" / "report.html").read_text()
+    assert (out / "rm" / "report.html").is_file() and "<a href='../rm/report.html'>" in dpo_page
+    assert "adapter-disabled base" in dpo_page and summary["report_kib"] == round(len(dpo_page.encode()) / 1024)
     regress = json.loads((out / "dpo" / "eval" / "regress.json").read_text())
     assert summary["regressions"] == regress["num_regressions"] == len(regress["regressions"])
     # curation accounted for every row: kept + removed == generated

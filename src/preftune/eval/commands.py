@@ -21,7 +21,7 @@ def _positive(name: str, value: int | None) -> None:
 
 def run_policy(args: argparse.Namespace) -> int:
     from preftune.eval.judges import make_judge, parse_judge_spec
-    from preftune.eval.policy import evaluate_policy, read_prompts
+    from preftune.eval.policy import evaluate_policy, read_prompt_info, read_prompts
 
     parse_judge_spec(args.judge)  # a bad judge fails before any model loads
     _default_json(args, "policy")
@@ -33,7 +33,8 @@ def run_policy(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompts, args.num_prompts)
     judge = make_judge(args.judge, judge_model=args.judge_model, key_env=args.judge_key_env)
     r = evaluate_policy(args.model, args.baseline, prompts, judge, max_new_tokens=args.max_new_tokens,
-                        batch_size=args.batch_size, seed=args.seed, out=args.json, overwrite=args.force)
+                        batch_size=args.batch_size, seed=args.seed, out=args.json, overwrite=args.force,
+                        prompt_info=read_prompt_info(args.prompts, args.num_prompts))
     lo, hi = r["win_rate_ci95"]
     print(f"{r['model']} vs {r['baseline']} under {r['judge']} on {r['num_prompts']} prompts")
     print(f"  wins {r['wins']}  ties {r['ties']}  losses {r['losses']}")

@@ -48,6 +48,20 @@ def read_prompts(path: str | os.PathLike, num_prompts: int | None = None) -> lis
     return prompts
 
 
+def read_prompt_info(path: str | os.PathLike, num_prompts: int | None = None) -> list[dict]:
+    """The `id` and `category` of each prompt row that read_prompts returns (same order; a key is
+    left out where the row has none), so that the stored samples can be filtered by category."""
+    from preftune.data.io import iter_raw
+
+    info: list[dict] = []
+    for raw in iter_raw(Path(path)):
+        row = raw.row if raw.error is None else None
+        info.append({k: row[k] for k in ("id", "category") if isinstance(row, dict) and row.get(k) is not None})
+        if num_prompts is not None and len(info) >= num_prompts:
+            break
+    return info
+
+
 def summarise_verdicts(outcomes: Sequence[float], model_texts: Sequence[str], baseline_texts: Sequence[str],
                        num_bootstrap: int = 2000, seed: int = 0) -> dict:
     """The verdict statistics of a comparison (N verdicts, N texts each); lengths in characters."""
@@ -88,12 +102,14 @@ def write_json(obj: dict, path: str | os.PathLike, overwrite: bool = False) -> P
 
 def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge, *, max_new_tokens: int = 64,
                     batch_size: int = 8, seed: int = 0, num_bootstrap: int = 2000, out: str | None = None,
-                    overwrite: bool = False, progress: bool = True) -> dict:
+                    overwrite: bool = False, progress: bool = True,
+                    prompt_info: Sequence[dict] | None = None) -> dict:
     """Judge `model` against `baseline` on `prompts`; returns (and with `out`, writes) the report dict.
 
     model / baseline: an alias, folder, run folder, LoRA adapter folder, or a (model, tokenizer) pair.
     judge: a Judge (see preftune.eval.judges.make_judge). KL keys are None when the two tokenizers
-    differ, since the baseline cannot then score the model's tokens.
+    differ, since the baseline cannot then score the model's tokens. prompt_info: per prompt, keys
+    (id, category) copied into its sample (see read_prompt_info).
     """
     from preftune.eval.generate import generate, same_vocabulary
 
@@ -121,12 +137,36 @@ def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge,
               "position_bias_rate": judge.info.get("position_bias_rate"),
               "mean_tokens_model": float(gen_m.num_tokens.mean()),
               "mean_tokens_baseline": float(gen_b.num_tokens.mean()),
-              "samples": [{"prompt": p, "model": a, "baseline": b, "verdict": v}
-                          for p, a, b, v in zip(prompts, gen_m.texts, gen_b.texts, outcomes)]}
+              "samples": sample_rows(prompts, gen_m.texts, gen_b.texts, outcomes, judge, prompt_info)}
     report.update(_score_guards(judge, gen_m.texts))
     if out is not None:
         write_json(report, out, overwrite=overwrite)
     return report
+
+
+def sample_rows(prompts: Sequence[Prompt], model_texts: Sequence[str], baseline_texts: Sequence[str],
+                outcomes: Sequence[float], judge, prompt_info: Sequence[dict] | None = None) -> list[dict]:
+    """One stored sample per prompt (what `preftune report` shows side by side): prompt, both
+    responses, the verdict; `id`/`category` from prompt_info; for scoring judges each side's score
+    (score_model, score_baseline); for the gold judge each side's per-attribute gold scores."""
+    last = getattr(judge, "last_compare", None) or {}
+    scores = (last["scores_a"], last["scores_b"]) if "scores_a" in last else None
+    gold_score = None
+    if getattr(judge, "name", "") == "gold":
+        from preftune.eval.judges import gold_score_fn, prompt_text
+
+        gold_score = gold_score_fn()
+    rows = []
+    for i, (p, a, b, v) in enumerate(zip(prompts, model_texts, baseline_texts, outcomes)):
+        row = {**(prompt_info[i] if prompt_info is not None and i < len(prompt_info) else {}),
+               "prompt": p, "model": a, "baseline": b, "verdict": v}
+        if scores is not None:
+            row["score_model"], row["score_baseline"] = float(scores[0][i]), float(scores[1][i])
+        if gold_score is not None:
+            row["gold_model"], row["gold_baseline"] = (
+                {k: x for k, x in gold_score(prompt_text(p), t).items() if k != "checks"} for t in (a, b))
+        rows.append(row)
+    return rows
 
 
 def _score_guards(judge, model_texts: Sequence[str]) -> dict:

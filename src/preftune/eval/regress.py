@@ -213,7 +213,10 @@ def regression_gate(cases: Sequence[Case], generate_model: GenerateFn, generate_
             "baseline_passed": sum(r.passed for r in base_res), "num_regressions": len(regressions),
             "regressions": regressions, "fixed": fixed,
             "cases": [{"id": c.id, "model_passed": m.passed, "baseline_passed": b.passed,
-                       "model_failed": m.failed, "baseline_failed": b.failed}
+                       "model_failed": m.failed, "baseline_failed": b.failed,
+                       # stored so that `preftune report` can show both answers of every case
+                       "prompt": c.prompt, "category": c.category,
+                       "model_response": m.response, "baseline_response": b.response}
                       for c, m, b in zip(cases, model_res, base_res)]}
 
 

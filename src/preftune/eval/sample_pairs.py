@@ -72,6 +72,10 @@ def run_sample_pairs(args: argparse.Namespace) -> int:
         raise ValueError(f"no prompt gave two samples that score differently (of {len(prompts)} prompts); "
                          "try more --num-samples or a higher --temperature")
     write_rows(rows, out, overwrite=args.force)
+    # where the pairs came from, for the provenance of every run trained on them (preftune report)
+    summary = {"command": "sample-pairs", "model": str(args.model), "scorer": args.scorer,
+               "prompts": str(args.prompts), "temperature": args.temperature,
+               "max_new_tokens": args.max_new_tokens, "seed": args.seed, "min_margin": args.min_margin, **summary}
     summary_path = out.with_name(out.name + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2))
     print(f"wrote {len(rows)} pairs from {len(prompts)} prompts to {out} "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 # metric-name prefixes that say where a value was measured; `train/x` and `eval/x` share one plot
 SPLIT_PREFIXES = ("train", "eval", "val", "test")
 # keys of a metrics row that are coordinates or bookkeeping, not metrics
-NON_METRIC_KEYS = frozenset({"step", "epoch", "time", "timestamp", "wall_time"})
+NON_METRIC_KEYS = frozenset({"step", "epoch", "time", "timestamp", "wall_time"})  # also as train/epoch
 
 # (plot name, title, y label, metric suffixes) in the order the report shows them. A suffix is the
 # metric name without its split prefix; several suffixes share one axis (chosen vs rejected).
@@ -27,12 +27,15 @@ KNOWN_GROUPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      ("rewards/accuracy", "accuracy")),
     ("logps", "Policy log-probs: chosen vs rejected", "summed log-prob", ("logps/chosen", "logps/rejected")),
     ("kl", "KL to the reference", "KL (nats)", ("kl",)),
+    ("ppl", "Perplexity", "perplexity", ("ppl",)),
     ("grad_norm", "Gradient norm (before clipping)", "grad norm", ("grad_norm",)),
     ("lr", "Learning rate", "lr", ("lr",)),
     ("lengths", "Completion lengths: chosen vs rejected", "tokens", ("lengths/chosen", "lengths/rejected")),
 )
 SUFFIX_TO_GROUP = {s: name for name, _, _, suffixes in KNOWN_GROUPS for s in suffixes}
 
+# values beyond this are not drawn: matplotlib's transforms and tickers overflow near the float maximum
+PLOT_LIMIT = 1e100
 COLORS = {"chosen": "#1f77b4", "rejected": "#d62728", "proxy": "#9467bd", "judge": "#2ca02c"}
 
 
@@ -81,7 +84,7 @@ def extract_series(rows: Sequence[dict]) -> dict[str, Series]:
         x = float(i) if step is None else step
         for key, value in row.items():
             num = _as_number(value)
-            if key in NON_METRIC_KEYS or num is None:
+            if key in NON_METRIC_KEYS or split_metric(key)[1] in NON_METRIC_KEYS or num is None:
                 continue
             xs, ys = points.setdefault(key, ([], []))
             xs.append(x)
@@ -158,7 +161,18 @@ def _render(draw: Callable[[object], None], size: tuple[float, float] = (6.4, 3.
     draw(ax)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return _palette_png(buf.getvalue())
+
+
+def _palette_png(png: bytes) -> bytes:
+    """The same image with a 256-colour palette: a line plot has few colours, and the file (inlined in
+    the page) shrinks about 3x with no visible change. Pillow comes with matplotlib."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def _series_color(name: str) -> str | None:
@@ -168,25 +182,47 @@ def _series_color(name: str) -> str | None:
     return None
 
 
+def drawable(steps: Sequence[float], values: Sequence[float]) -> tuple[list[float], list[float], int]:
+    """(xs, ys, number left out): points whose value is NaN, infinite or beyond +-PLOT_LIMIT cannot be
+    drawn (matplotlib's transforms overflow); the caller says how many were left out."""
+    pts = [(x, y) for x, y in zip(steps, values)
+           if math.isfinite(y) and abs(y) <= PLOT_LIMIT and math.isfinite(x) and abs(x) <= PLOT_LIMIT]
+    return [p[0] for p in pts], [p[1] for p in pts], len(values) - len(pts)
+
+
+def _draw_series(ax, s: Series, label: str, color: str | None, smooth: bool = True) -> int:
+    """One metric: raw values faint and the smoothed curve solid (eval splits dashed); returns the
+    number of points that could not be drawn."""
+    xs, ys, left_out = drawable(s.steps, s.values)
+    if not ys:
+        return left_out
+    weight = auto_smoothing(len(ys)) if smooth else 0.0
+    style = "--" if split_metric(s.name)[0] in ("eval", "val", "test") else "-"
+    marker = "o" if len(ys) <= 20 else None
+    if weight > 0:
+        (raw,) = ax.plot(xs, ys, alpha=0.25, color=color, linewidth=1)
+        ax.plot(xs, ema(ys, weight), style, color=raw.get_color(), linewidth=1.8, label=f"{label} (EMA {weight:.2f})")
+    else:
+        ax.plot(xs, ys, style, color=color, marker=marker, markersize=3, label=label)
+    return left_out
+
+
+def _note_left_out(ax, left_out: int) -> None:
+    if left_out:
+        ax.annotate(f"{left_out} non-finite or out-of-range points not drawn", (0.01, 0.01),
+                    xycoords="axes fraction", fontsize=7, color="#b00")
+
+
 def plot_group(group: PlotGroup) -> bytes:
     """Line plot of a group: raw values faint, the smoothed curve solid; eval series dashed."""
 
     def draw(ax) -> None:
-        for s in group.series:
-            # the schedule is exact, smoothing it would only misdraw warmup
-            weight = 0.0 if group.name == "lr" else auto_smoothing(len(s.values))
-            color = _series_color(s.name)
-            style = "--" if split_metric(s.name)[0] in ("eval", "val", "test") else "-"
-            marker = "o" if len(s.values) <= 20 else None
-            if weight > 0:
-                (raw,) = ax.plot(s.steps, s.values, alpha=0.25, color=color, linewidth=1)
-                color = raw.get_color()
-                ax.plot(s.steps, ema(s.values, weight), style, color=color, linewidth=1.8,
-                        label=f"{s.name} (EMA {weight:.2f})")
-            else:
-                ax.plot(s.steps, s.values, style, color=color, marker=marker, markersize=3, label=s.name)
+        # the schedule is exact: smoothing it would only misdraw warmup
+        left_out = sum(_draw_series(ax, s, s.name, _series_color(s.name), smooth=group.name != "lr")
+                       for s in group.series)
         if group.name == "lr":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        _note_left_out(ax, left_out)
         ax.set_title(group.title)
         ax.set_xlabel("step")
         ax.set_ylabel(group.ylabel)
@@ -195,24 +231,69 @@ def plot_group(group: PlotGroup) -> bytes:
     return _render(draw)
 
 
-def plot_reward_histograms(chosen: Sequence[float], rejected: Sequence[float]) -> bytes:
-    """Overlaid histograms of chosen and rejected rewards on shared bins."""
+RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
-    chosen = [v for v in chosen if math.isfinite(v)]
-    rejected = [v for v in rejected if math.isfinite(v)]
+
+def plot_overlay(runs: Sequence[tuple[str, Series]], title: str, ylabel: str) -> bytes:
+    """The same metric from several runs on one axis, one colour per run (compare pages)."""
 
     def draw(ax) -> None:
-        both = chosen + rejected
-        lo, hi = (min(both), max(both)) if both else (0.0, 0.0)
+        left_out = sum(_draw_series(ax, s, label, RUN_COLORS[i % len(RUN_COLORS)], smooth=not s.name.endswith("lr"))
+                       for i, (label, s) in enumerate(runs))
+        _note_left_out(ax, left_out)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+
+    return _render(draw)
+
+
+def plot_histograms(groups: Sequence[tuple[str, Sequence[float]]], title: str, xlabel: str,
+                    colors: Sequence[str] | None = None) -> bytes:
+    """Overlaid histograms of a few groups of values on shared bins (e.g. model vs baseline lengths)."""
+    kept = [(label, drawable(range(len(v)), v)[1]) for label, v in groups]
+    left_out = sum(len(v) for _, v in groups) - sum(len(v) for _, v in kept)
+    colors = list(colors or RUN_COLORS)
+
+    def draw(ax) -> None:
+        both = [x for _, v in kept for x in v]
+        lo, hi = (min(both), max(both)) if both else (0.0, 1.0)
         bins = [lo + (hi - lo) * i / 30 for i in range(31)] if hi > lo else 10
-        ax.hist(chosen, bins=bins, alpha=0.55, color=COLORS["chosen"], label=f"chosen (n={len(chosen)})")
-        ax.hist(rejected, bins=bins, alpha=0.55, color=COLORS["rejected"], label=f"rejected (n={len(rejected)})")
-        ax.set_title("Reward distributions")
-        ax.set_xlabel("reward")
+        for i, (label, v) in enumerate(kept):
+            ax.hist(v, bins=bins, alpha=0.55, color=colors[i % len(colors)], label=f"{label} (n={len(v)})")
+        _note_left_out(ax, left_out)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("count")
         ax.legend(fontsize=8)
 
     return _render(draw)
+
+
+def plot_ranges(rows: Sequence[tuple[str, dict]], title: str, xlabel: str) -> bytes:
+    """Length summaries (min, median, mean, p90, max per field) drawn as one horizontal range each:
+    a line from min to max, a bar from the median to the 90th percentile, a diamond at the mean.
+    For statistics files that keep only these summaries, not every value."""
+
+    def draw(ax) -> None:
+        for i, (label, d) in enumerate(rows):
+            y = len(rows) - 1 - i
+            ax.plot([d["min"], d["max"]], [y, y], color="#556", linewidth=1)
+            ax.barh(y, d["p90"] - d["median"], left=d["median"], height=0.4, color="#1f77b4", alpha=0.6)
+            ax.plot([d["median"]], [y], "|", color="black", markersize=14)
+            ax.plot([d["mean"]], [y], "D", color="#d62728", markersize=5)
+        ax.set_yticks(range(len(rows)), [label for label, _ in rows][::-1])
+        ax.set_title(title)
+        ax.set_xlabel(xlabel + "   (line: min-max; bar: median-p90; diamond: mean)")
+
+    return _render(draw, size=(6.4, 0.55 * len(rows) + 1.4))
+
+
+def plot_reward_histograms(chosen: Sequence[float], rejected: Sequence[float]) -> bytes:
+    """Overlaid histograms of chosen and rejected rewards on shared bins."""
+    return plot_histograms([("chosen", chosen), ("rejected", rejected)], "Reward distributions", "reward",
+                           colors=[COLORS["chosen"], COLORS["rejected"]])
 
 
 def plot_reliability(bins: Sequence[dict], ece: float | None) -> bytes:
@@ -245,10 +326,12 @@ def plot_reward_vs_length(chosen: tuple[Sequence[float], Sequence[float]],
     `chosen` and `rejected` are (lengths, rewards) pairs of equal-length sequences.
     """
 
+    chosen, rejected = drawable(*chosen)[:2], drawable(*rejected)[:2]
+
     def draw(ax) -> None:
         ax.scatter(chosen[0], chosen[1], s=8, alpha=0.5, color=COLORS["chosen"], label="chosen")
         ax.scatter(rejected[0], rejected[1], s=8, alpha=0.5, color=COLORS["rejected"], label="rejected")
-        ax.set_xlabel("length (tokens)")
+        ax.set_xlabel("length (characters)")
         ax.set_ylabel("reward")
         ax.set_title("Reward vs length" + (f" (corr = {corr:.3f})" if corr is not None else ""))
         ax.legend(fontsize=8)
@@ -258,10 +341,12 @@ def plot_reward_vs_length(chosen: tuple[Sequence[float], Sequence[float]],
 
 def plot_bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str,
               colors: Iterable[str] | None = None, ylim: tuple[float, float] | None = None) -> bytes:
-    """Labelled bar chart with each bar's value printed on it."""
+    """Labelled bar chart with each bar's value printed on it (a bar that is not a finite number is
+    drawn at 0 and labelled with its value)."""
+    shown = [v if math.isfinite(v) and abs(v) <= PLOT_LIMIT else 0.0 for v in values]
 
     def draw(ax) -> None:
-        bars = ax.bar(list(labels), list(values), color=list(colors) if colors else None, alpha=0.8)
+        bars = ax.bar(list(labels), shown, color=list(colors) if colors else None, alpha=0.8)
         for bar, v in zip(bars, values):
             ax.annotate(f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=8)
@@ -279,12 +364,15 @@ def plot_overoptimisation(x: Sequence[float], proxy: Sequence[float], judge: Seq
     differ); the hacking signature is the proxy rising while the judge falls. `flag_x` marks where
     the guard flagged it."""
 
+    xp, proxy = drawable(x, proxy)[:2]
+    xj, judge = drawable(x, judge)[:2]
+
     def draw(ax) -> None:
-        ax.plot(x, proxy, "o-", color=COLORS["proxy"], label="proxy reward")
+        ax.plot(xp, proxy, "o-", color=COLORS["proxy"], label="proxy reward")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("proxy reward", color=COLORS["proxy"])
         ax2 = ax.twinx()
-        ax2.plot(x, judge, "s--", color=COLORS["judge"], label="judge score")
+        ax2.plot(xj, judge, "s--", color=COLORS["judge"], label="judge score")
         ax2.set_ylabel("judge score", color=COLORS["judge"])
         if flag_x is not None:
             ax.axvline(flag_x, color="#d62728", linestyle=":", label=f"flagged at {flag_x:g}")

@@ -1,111 +1,70 @@
-"""The run report: sections, figures, warnings, self-containment and tolerance of missing pieces.
+"""The run report as a page: which sections a run gets, one figure per plot, warnings, escaping,
+self-containment, tolerance of missing and damaged pieces, and the CLI.
 
-Most tests swap the PNG renderer for a constant 1x1 PNG (the HTML structure does not depend on the
-pixels, and real matplotlib rendering costs ~50 ms a figure); `test_every_plot_function_renders_a_png`
-and the browser test (tests/integration/test_report_browser.py) exercise the real drawing.
+The PNG renderer is a constant 1x1 image here (conftest.py); test_plots.py and the browser test
+(tests/integration/test_report_browser.py) exercise the real drawing.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
-import struct
-from pathlib import Path
 
-import pytest
+from report_testlib import (
+    FULL_EVALS,
+    FULL_PLOTS,
+    RUN_INFO,
+    RUNS,
+    dpo_rows,
+    make_run,
+    plot_names,
+    section_of,
+    visible_text,
+)
 
 from preftune.cli import main
 from preftune.report import html as report_html
-from preftune.report import plots
-from preftune.report.run import chosen_falls_while_margin_grows, find_warnings, load_run
-
-TINY_PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+from preftune.report import plots, shapes
+from preftune.report.findings import chosen_falls_while_margin_grows, find_warnings
+from preftune.report.run import load_run
 
 
-@pytest.fixture(autouse=True)
-def fast_png(monkeypatch):
-    monkeypatch.setattr(plots, "_render", lambda draw, size=None, dpi=None: TINY_PNG)
-
-
-def dpo_rows(n: int = 40, chosen_slope: float = -30.0, margin_slope: float = 3.0) -> list[dict]:
-    """Noise-free DPO-like metrics: logps/chosen = -100 + chosen_slope*t, margin = margin_slope*t."""
-    rows = []
-    for i in range(n):
-        t = i / (n - 1)
-        rows.append({"step": i + 1, "epoch": t, "train/loss": 0.69 - 0.3 * t,
-                     "train/rewards/chosen": 0.1 * chosen_slope * t, "train/rewards/rejected": 0.1 * (chosen_slope * t)
-                     - margin_slope * t, "train/rewards/margin": margin_slope * t,
-                     "train/rewards/accuracy": 0.6 + 0.3 * t, "train/logps/chosen": -100 + chosen_slope * t,
-                     "train/logps/rejected": -100 + chosen_slope * t - 10 * margin_slope * t, "train/kl": t,
-                     "train/grad_norm": 1.0, "train/lr": 1e-6, "train/lengths/chosen": 50.0,
-                     "train/lengths/rejected": 40.0, "train/foo": 2.0 * t})
-        if (i + 1) % 10 == 0:
-            rows.append({"step": i + 1, "eval/loss": 0.7 - 0.3 * t, "eval/foo": t, "custom_metric": 5.0})
-    return rows
-
-
-FULL_EVALS = {
-    "rm": {"accuracy": 0.8, "num_pairs": 4, "ece": 0.05, "accuracy_by": {"qa": {"accuracy": 0.75, "num_pairs": 4}},
-           "reliability": [{"mean_confidence": 0.3, "accuracy": 0.25, "count": 4},
-                           {"mean_confidence": 0.8, "accuracy": 0.75, "count": 4}],
-           "accuracy_chosen_shorter": 0.7, "accuracy_chosen_longer": 0.9, "reward_length_corr": 0.2,
-           "rewards": [{"chosen": 1.0, "rejected": 0.0, "chosen_length": 10, "rejected_length": 12},
-                       {"chosen": 2.0, "rejected": 0.5, "chosen_length": 20, "rejected_length": 8}]},
-    "policy": {"win_rate": 0.6, "win_rate_ci": [0.51, 0.69], "lc_win_rate": 0.55, "wins": 6, "ties": 1,
-               "losses": 3, "kl_k1": 0.2, "kl_k3": 0.19, "mean_length_model": 30.0},
-    "regress": {"cases": [{"id": "c1", "prompt": "<script>alert(1)</script> in 5 words", "baseline_pass": True,
-                           "model_pass": True, "regressed": False}]},
-    "guards": {"warnings": [], "series": {"x": [1, 2, 4], "proxy": [0.1, 0.5, 0.9], "judge": [0.5, 0.6, 0.55]}},
-}
-# data-plot names the full run must draw: 9 known training groups, 2 unknown suffixes, 7 eval plots
-FULL_PLOTS = {"loss", "rewards", "margin", "accuracy", "logps", "kl", "grad_norm", "lr", "lengths",
-              "other:foo", "other:custom_metric", "reward_hist", "reliability", "reward_vs_length",
-              "accuracy_by_length", "win_tie_loss", "overoptimisation"}
-RUN_INFO = {"stage": "dpo", "model": "tiny-llama", "seed": 3, "git_sha": "abc123", "versions": {"preftune": "0.1.0"},
-            "data": [{"path": "train.jsonl", "sha256": "00ff", "num_rows": 960}],
-            "tokenization": {"train": {"num_rows": 960, "num_truncated": 0, "num_dropped": 0}},
-            "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T01:00:00Z"}
-
-
-def make_run(root: Path, rows: list[dict] | None, run_info: dict | None = RUN_INFO, evals: dict | None = None,
-             config: str | None = "stage: dpo\nbeta: 0.1\n", data_stats: dict | None = None) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    if rows is not None:
-        (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if run_info is not None:
-        (root / "run.json").write_text(json.dumps(run_info))
-    if config is not None:
-        (root / "config.yaml").write_text(config)
-    if data_stats is not None:
-        (root / "data_stats.json").write_text(json.dumps(data_stats))
-    for name, content in (evals or {}).items():
-        (root / "eval").mkdir(exist_ok=True)
-        (root / "eval" / f"{name}.json").write_text(json.dumps(content))
-    return root
-
-
-def plot_names(page: str) -> list[str]:
-    return re.findall(r"<figure class='plot' data-plot='([^']*)'>", page)
-
-
-def render(run_dir: Path) -> str:
+def render(run_dir) -> str:
     return report_html.build_report(load_run(run_dir))
 
 
-def test_full_run_has_every_section_and_one_figure_per_plot_group(tmp_path):
+def sections_of(page: str) -> list[str]:
+    return re.findall(r"<section id='([^']*)'>", page)
+
+
+def test_full_dpo_run_has_its_sections_and_one_figure_per_plot_group(tmp_path):
     run = make_run(tmp_path / "r", dpo_rows(chosen_slope=5.0), evals=FULL_EVALS, data_stats={"num_pairs": 960})
     page = render(run)
-    for sid in report_html.SECTIONS:
-        assert f"<section id='{sid}'>" in page
+    # everything but "other evaluations" (there is no eval/*.json beyond the four known ones)
+    assert sections_of(page) == [s for s in report_html.SECTIONS if s != "other-evals"]
     names = plot_names(page)
-    assert len(names) == len(FULL_PLOTS) == 17 and set(names) == FULL_PLOTS
-    assert page.count("<figure") == page.count("<img") == 17  # every figure holds exactly one image
-    # only "other evaluations" lacks input here (no eval/*.json beyond the four known ones)
-    assert page.count("not available") == 1 and "not available: no other eval/*.json files" in page
+    assert len(names) == len(FULL_PLOTS) == 19 and set(names) == FULL_PLOTS
+    assert page.count("<figure") == page.count("<img") == 19  # every figure holds exactly one image
+    assert "not available" not in page
     assert "No warnings" in page  # chosen log-prob rises: a clean run
+    # the nav links every section shown, in order
+    assert re.findall(r"<nav>(.*?)</nav>", page)[0].count("<a ") == len(sections_of(page))
+
+
+def test_each_kind_of_run_gets_the_sections_that_concern_it(tmp_path):
+    rm = render(make_run(tmp_path / "rm", dpo_rows(n=8), run_info={"stage": "rm"}, evals={"rm": FULL_EVALS["rm"]}))
+    assert sections_of(rm) == ["headline", "warnings", "provenance", "training", "rm-eval", "rewards", "calibration",
+                               "length-bias", "data", "config", "other-metrics", "last-values"]
+    sft = render(make_run(tmp_path / "sft", [{"step": 1, "train/loss": 2.0}], run_info={"stage": "sft"}))
+    assert sections_of(sft) == ["headline", "warnings", "provenance", "training", "data", "config", "last-values"]
+    # a DPO run that was never judged says so where the answers would be
+    dpo = render(make_run(tmp_path / "dpo", [{"step": 1, "train/loss": 2.0}], run_info={"stage": "dpo"}))
+    assert "answers" in sections_of(dpo) and "not available: no eval/policy.json" in section_of(dpo, "answers")
+    assert "Not judged yet" in section_of(dpo, "headline")
+    # an unknown kind of run: every section, absences included
+    assert sections_of(render(make_run(tmp_path / "x", [{"step": 1, "loss": 1.0}], run_info=None,
+                                       config=None))) == list(report_html.SECTIONS)
 
 
 def test_group_series_pairs_splits_and_keeps_unknown_metrics():
@@ -125,18 +84,6 @@ def test_extract_series_skips_flags_and_all_nan_and_uses_row_index_without_step(
     assert series["a"].steps == (0.0, 1.0) and series["a"].values == (1.0, 3.0)
 
 
-def test_ema_hand_values_and_limits():
-    assert plots.ema([1.0, 3.0], 0.5) == pytest.approx([1.0, 1.75 / 0.75])  # (0.25 + 1.5) / (1 - 0.25)
-    assert plots.ema([4.0, 5.0, 6.0], 0.0) == [4.0, 5.0, 6.0]
-    assert plots.ema([2.0] * 50, 0.9) == pytest.approx([2.0] * 50)
-    out = plots.ema([1.0, float("nan"), 1.0], 0.5)
-    assert math.isnan(out[1]) and out[2] == pytest.approx(1.0)
-    assert plots.auto_smoothing(9) == 0.0 and plots.auto_smoothing(20) == pytest.approx(0.75)
-    assert plots.auto_smoothing(10_000) == 0.9
-    with pytest.raises(ValueError, match="smoothing weight"):
-        plots.ema([1.0], 1.0)
-
-
 def test_falling_chosen_with_growing_margin_is_detected():
     t = [i / 19 for i in range(20)]
     falling = [-100 - 30 * x for x in t]
@@ -154,12 +101,21 @@ def test_falling_chosen_with_growing_margin_is_detected():
 
 def test_warning_fires_in_the_report_for_the_bad_run_only(tmp_path):
     bad = load_run(make_run(tmp_path / "bad", dpo_rows(chosen_slope=-30.0)))
-    msgs = [f.message for f in find_warnings(bad, plots.extract_series(bad.rows))]
-    assert len(msgs) == 1 and msgs[0].startswith("train/logps/chosen falls (-100 -> -130)")
-    assert "train/rewards/margin grows (0 -> 3)" in msgs[0]
+    found = find_warnings(bad, plots.extract_series(bad.rows))
+    assert len(found) == 1 and found[0].message.startswith("train/logps/chosen falls (-100 -> -130)")
+    assert "train/rewards/margin grows (0 -> 3)" in found[0].message and found[0].section == "training"
     clean = load_run(make_run(tmp_path / "clean", dpo_rows(chosen_slope=5.0)))
     assert find_warnings(clean, plots.extract_series(clean.rows)) == []
-    assert "Warnings (1)" in report_html.build_report(bad) and "No warnings" in report_html.build_report(clean)
+    page = report_html.build_report(bad)
+    assert "Warnings (1)" in page and "No warnings" in report_html.build_report(clean)
+    assert "<a href='#warnings'><b>1</b></a>: 1 warning" in section_of(page, "headline")
+
+
+def test_a_trainer_flag_in_run_json_is_shown_once(tmp_path):
+    info = dict(RUN_INFO, warnings=[{"step": 31, "kind": "chosen_logps_falling", "message": "chosen falls"}])
+    run = load_run(make_run(tmp_path / "r", dpo_rows(chosen_slope=-30.0), run_info=info))
+    got = [(f.source, f.message) for f in find_warnings(run, plots.extract_series(run.rows))]
+    assert got == [("run.json", "step 31: chosen falls")]  # the report's own detector does not repeat it
 
 
 def test_other_warnings_truncation_accuracy_regressions_guards_nan(tmp_path):
@@ -182,26 +138,48 @@ def test_other_warnings_truncation_accuracy_regressions_guards_nan(tmp_path):
     assert ("warning", "eval/guards.json", "proxy up, judge down") in got
     assert ("warning", "eval/guards.json", "bare text") in got
     assert len(found) == 8
+    # every "evidence" link points at a section that is on the page
+    page = report_html.build_report(run)
+    links = re.findall(r"<a href='#([^']*)'>evidence</a>", section_of(page, "warnings"))
+    assert len(links) == 8 and set(links) <= set(sections_of(page))
 
 
 def test_report_is_self_contained_and_escapes_data(tmp_path):
-    evals = dict(FULL_EVALS, regress={"cases": [{"id": "x", "prompt": "see <a href='https://evil'>x</a>"}]})
+    evals = dict(FULL_EVALS, regress={"cases": [{"id": "x<i>", "prompt": "see <a href='https://evil'>x</a>",
+                                                 "model_response": "<script>alert(2)</script>"}]})
     page = render(make_run(tmp_path / "r", dpo_rows(), evals=evals))
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", page, re.IGNORECASE)
     assert "<link" not in page and not re.search(r"<script[^>]+src", page)
     assert "&lt;a href=&#x27;https://evil&#x27;&gt;" in page and "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section_of(page, "answers")
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in section_of(page, "regressions")
+    assert "id='regress-x_i_'" in page  # an id built from data keeps only safe characters
     imgs = re.findall(r"<img [^>]*src='([^']*)'", page)
-    assert len(imgs) == 17 and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert len(imgs) == 19 and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert page.count("<script>") == 3  # error hook, filters, draw check: all inline
+
+
+def test_no_cell_holds_a_python_repr(tmp_path):
+    stats = {"lengths": {"chosen": {"chars": {"count": 104, "min": 17, "mean": 63.17307692307692, "median": 60.0,
+                                              "p90": 89.39999999999998, "max": 140}}},
+             "nested": [{"a": [{"b": 1}], "c": {"d": [1, 2]}}], "empty": [], "deep": {"a": {"b": {"c": {"d": {"e": 1}}}}}}
+    cfg = "loss: sigmoid\nlora:\n  enabled: true\n  target_modules: [q_proj, v_proj]\nheads: [{name: a}]\n"
+    evals = dict(FULL_EVALS, extra={"rows": [{"x": {"y": [{"z": 1}]}}], "mapping": {"k": {"v": [1, {"w": 2}]}}})
+    page = render(make_run(tmp_path / "r", dpo_rows(n=8), evals=evals, config=cfg, data_stats=stats))
+    text = visible_text(page)
+    assert "{'" not in text and "[{" not in text and "{\"" not in text
+    assert "63.17307692307692" not in text and "63.17" in text and "89.4" in text  # rounded to 4 digits
+    assert "q_proj, v_proj" in section_of(page, "config")
 
 
 def test_missing_pieces_say_not_available(tmp_path):
     only_metrics = render(make_run(tmp_path / "m", [{"step": 1, "train/loss": 1.0}], run_info=None, config=None))
     for sid, why in [("config", "no config.yaml"), ("rm-eval", "no eval/rm.json"), ("win-rate", "no eval/policy.json"),
-                     ("regressions", "no eval/regress.json"), ("guards", "no eval/guards.json"),
-                     ("rewards", "no eval/rm.json"), ("calibration", "no eval/rm.json"),
-                     ("length-bias", "no length statistics"), ("data", "run.json records no data files")]:
-        section = re.search(rf"<section id='{sid}'>(.*?)</section>", only_metrics).group(1)
-        assert f"not available: {why}" in section
+                     ("answers", "no eval/policy.json"), ("regressions", "no eval/regress.json"),
+                     ("guards", "no eval/guards.json"), ("rewards", "no eval/rm.json"), ("calibration", "no eval/rm.json"),
+                     ("length-bias", "no length statistics"), ("data", "no data_stats.json")]:
+        assert f"not available: {why}" in section_of(only_metrics, sid)
+    assert "run.json is missing" in section_of(only_metrics, "provenance")
     assert plot_names(only_metrics) == ["loss"]
     only_info = render(make_run(tmp_path / "i", None))
     assert "not available: no metrics.jsonl" in only_info and plot_names(only_info) == []
@@ -213,11 +191,36 @@ def test_damaged_pieces_become_warnings_not_crashes(tmp_path):
         f.write('[1, 2]\n{"step": 9, "train/lo')  # a non-object line, then a line cut mid-write
     (run / "eval" / "policy.json").write_text("{not json")
     (run / "eval" / "rm.json").write_text(json.dumps({"accuracy": 0.9, "reliability": [{"x": 1}], "rewards": "?"}))
+    (run / "eval" / "regress.json").write_text('"just a string"')
+    (run / "config.yaml").write_text("a: [unclosed\n")
     page = render(run)
     assert "metrics.jsonl line 9: not a JSON object; skipped" in page
     assert "metrics.jsonl line 10: invalid JSON" in page
-    assert "policy.json: unreadable" in page
+    assert "eval/policy.json: unreadable" in page
+    assert "eval/regress.json: not a JSON object" in page
+    assert "config.yaml: unreadable" in page
     assert "not available: eval/rm.json has no reliability bins" in page
+
+
+def test_nan_inf_and_huge_values_are_shown_as_such(tmp_path):
+    nan, inf = float("nan"), float("inf")
+    evals = {"policy": {"win_rate": nan, "win_rate_ci95": [nan, 1e308], "wins": "x", "ties": 1, "losses": 2,
+                        "lc_win_rate": inf, "kl_k3": 1e308, "num_prompts": 3,
+                        "samples": [{"prompt": "p", "model": "m", "baseline": "b", "verdict": nan, "score_model": inf},
+                                    "not a sample", {"prompt": {"odd": 1}, "model": ["x"], "verdict": 7}]},
+             "rm": {"accuracy": 1e308, "num_pairs": nan, "ece": -inf, "reward_length_corr": {"spearman": nan},
+                    "rewards": {"chosen": [1.0, inf, 1e308], "rejected": [nan, 0.0, -1e308]},
+                    "reliability": [{"mean_prob": nan, "frac_positive": 0.5}]},
+             "regress": {"cases": {"not": "a list"}, "num_regressions": "x", "regressions": 5}}
+    rows = [{"step": 1, "train/loss": 1e308}, {"step": 2, "train/loss": -inf}, {"step": 3, "train/loss": 0.5}]
+    page = render(make_run(tmp_path / "r", rows, evals=evals))
+    head = visible_text(section_of(page, "headline"))
+    assert "NaN" in head and "+inf" in head and "1e+308" in head
+    assert "Cannot say: eval/policy.json has no usable win-rate interval" in head
+    samples = shapes.policy_samples(evals["policy"])
+    assert [s["outcome"] for s in samples] == ["unjudged", "unjudged"]  # NaN and 7 are no verdicts
+    assert "train/loss is NaN/inf at step 2" in page
+    assert "not available: eval/regress.json has no readable cases" in page
 
 
 def test_not_a_run_folder_exits_1_with_a_clear_error(tmp_path, capsys):
@@ -226,6 +229,8 @@ def test_not_a_run_folder_exits_1_with_a_clear_error(tmp_path, capsys):
     assert "not a run folder (it has neither run.json nor metrics.jsonl)" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nope")]) == 1
     assert "not a directory" in capsys.readouterr().err
+    assert main(["report"]) == 1
+    assert "needs a RUN folder (or --compare" in capsys.readouterr().err
 
 
 def test_cli_writes_default_path_and_refuses_to_overwrite_other_files(tmp_path, capsys):
@@ -243,44 +248,45 @@ def test_cli_writes_default_path_and_refuses_to_overwrite_other_files(tmp_path, 
     assert not list(tmp_path.glob(".*.tmp*"))  # no temporary file left behind
 
 
-def test_every_plot_function_renders_a_png(monkeypatch):
-    monkeypatch.undo()  # real matplotlib rendering
-    group = plots.group_series(plots.extract_series(dpo_rows(n=12)))[0][1]
-    pngs = [plots.plot_group(group), plots.plot_reward_histograms([1.0, 2.0], [0.0, 0.5]),
-            plots.plot_reliability([{"mean_confidence": 0.3, "accuracy": 0.2, "count": 3}], 0.1),
-            plots.plot_reward_vs_length(([10, 20], [1.0, 2.0]), ([5, 9], [0.1, 0.2]), 0.3),
-            plots.plot_bars(["a", "b"], [0.5, 0.7], "t", "y"),
-            plots.plot_overoptimisation([1, 2, 4], [0.1, 0.5, 0.9], [0.5, 0.6, 0.55], "N")]
-    sizes = [struct.unpack(">II", p[16:24]) for p in pngs]  # PNG IHDR: width, height
-    assert all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    # 6.4 x 3.4 inches at 90 dpi; the reliability diagram is 6.4 x 4.4
-    assert sizes == [(576, 306), (576, 306), (576, 396), (576, 306), (576, 306), (576, 306)]
+def test_cli_related_runs_are_linked_relative_to_the_page(tmp_path, capsys):
+    rm = make_run(tmp_path / "runs" / "rm", dpo_rows(n=4), run_info={"stage": "rm", "model": "minilm-l6"},
+                  evals={"rm": {"accuracy": 0.9431, "length_baseline_accuracy": 0.5}})
+    dpo = make_run(tmp_path / "runs" / "dpo", dpo_rows(n=4))
+    assert main(["report", str(rm)]) == 0
+    assert main(["report", str(dpo), "--related", str(rm)]) == 0
+    prov = section_of((dpo / "report.html").read_text(), "provenance")
+    assert "<a href='../rm/report.html'>" in prov and "held-out accuracy 0.943" in prov and "minilm-l6" in prov
+    out = tmp_path / "elsewhere" / "page.html"
+    assert main(["report", str(dpo), "--related", str(rm), "-o", str(out)]) == 0
+    assert "<a href='../runs/rm/report.html'>" in out.read_text()
+    capsys.readouterr()
 
 
 def test_evaluator_output_shapes_are_read(tmp_path):
     """The shapes preftune.eval.policy / .regress / .guards / .metrics write, not only the brief's."""
-    from preftune.report import run as rd
-
-    reg = {"regressions": [{"id": "b", "prompt": "at most 3 words", "failed_checks": ["max_words"]}],
+    reg = {"regressions": [{"id": "b", "prompt": "at most 3 words", "failed_checks": ["max_words"],
+                            "model_response": "far too many words", "baseline_response": "ok"}],
            "cases": [{"id": "a", "model_passed": True, "baseline_passed": True},
                      {"id": "b", "model_passed": False, "baseline_passed": True, "model_failed": ["max_words"]},
                      {"id": "c", "model_passed": False, "baseline_passed": False}]}
-    assert [(c["id"], c["regressed"], c["prompt"]) for c in rd.regress_cases(reg)] == [
+    got = shapes.regress_cases(reg)
+    assert [(c["id"], c["regressed"], c["prompt"]) for c in got] == [
         ("a", False, ""), ("b", True, "at most 3 words"), ("c", False, "")]
+    assert got[1]["model_response"] == "far too many words" and got[0]["model_response"] is None
     guards = {"overoptimisation": {"x_name": "N", "series": [{"x": 1, "proxy": 0.1, "judge": 0.5},
                                                              {"x": 4, "proxy": 0.9, "judge": 0.4}],
                                    "flag": {"flagged": True, "x": 1.0}, "warnings": ["hacked after N=1"]},
               "uncertain": {"warnings": [{"level": "info", "message": "3 uncertain"}]}}
-    assert rd.overopt_curves(guards) == [{"x": [1, 4], "proxy": [0.1, 0.9], "judge": [0.5, 0.4], "x_label": "N",
-                                          "flag_x": 1.0, "name": "overoptimisation"}]
-    assert rd.reliability_bins({"reliability": [{"lo": 0, "hi": 0.5, "n": 3, "mean_prob": 0.3,
-                                                 "frac_positive": 1 / 3}]}) == [
+    assert shapes.overopt_curves(guards) == [{"x": [1, 4], "proxy": [0.1, 0.9], "judge": [0.5, 0.4], "x_label": "N",
+                                              "flag_x": 1.0, "name": "overoptimisation"}]
+    assert shapes.reliability_bins({"reliability": [{"lo": 0, "hi": 0.5, "n": 3, "mean_prob": 0.3,
+                                                     "frac_positive": 1 / 3}]}) == [
         {"mean_confidence": 0.3, "accuracy": 1 / 3, "count": 3}]
     pol = {"win_rate_ci95": [0.2, 0.4], "length_bias": {
         "warnings": ["verdicts follow length"], "win_length": {"spearman": 0.6, "pearson": 0.5},
         "win_rate_by_length": [{"lo": -5.0, "hi": 2.0, "n": 3, "win_rate": 0.25}]}}
-    assert rd.length_buckets(pol) == [("-5..+2", 0.25)]
-    assert rd.corr_value(pol["length_bias"]["win_length"]) == 0.6 and rd.corr_value(0.1) == 0.1
+    assert shapes.length_buckets(pol) == [("-5..+2", 0.25)]
+    assert shapes.corr_value(pol["length_bias"]["win_length"]) == 0.6 and shapes.corr_value(0.1) == 0.1
     run = load_run(make_run(tmp_path / "r", dpo_rows(n=8, chosen_slope=5.0),
                             evals={"regress": reg, "guards": guards, "policy": pol}))
     got = {(f.level, f.source, f.message) for f in find_warnings(run, plots.extract_series(run.rows))}
@@ -291,4 +297,13 @@ def test_evaluator_output_shapes_are_read(tmp_path):
                                                    "[0.200, 0.400] is below 0.5"))}
     page = report_html.build_report(run)
     assert set(plot_names(page)) >= {"overoptimisation", "win_rate_by_length"}
-    assert "win_length_corr" in page and "<td>max_words</td>" in page
+    assert "win_length_corr" in page and "max_words" in section_of(page, "regressions")
+
+
+def test_the_fixture_runs_render_without_problems():
+    """Every committed fixture run loads cleanly (nothing unreadable) and renders."""
+    for name in ("dpo_full", "dpo_ipo", "rm_full", "sft_full", "metrics_only"):
+        run = load_run(RUNS / name)
+        assert run.problems == [], name
+        assert report_html.build_report(run).startswith("<!DOCTYPE html>")
+    assert math.isclose(load_run(RUNS / "dpo_full").evals["policy"]["win_rate"], 0.675)
