@@ -316,3 +316,52 @@ def collate_sequences_packed(items: list[SequenceTokens], pad_id: int, max_token
     return SequenceBatch(ids, _block_mask(unit, part), pos, part == 2, None, t(g_index, dtype=torch.long),
                          t(g_labels, dtype=torch.long), t(g_segment, dtype=torch.long), t(last, dtype=torch.long),
                          len(items), int((part == 0).sum()), [it.index for it in items])
+
+
+def collate_groups_shared(prompts: list[list[int]], completions: list[list[list[int]]], pad_id: int) -> SequenceBatch:
+    """Prefix-shared groups (online RL): row p is [prompt p | completion p,1 | ... | completion p,G], the
+    prompt computed once for its G completions. Each completion's positions continue from the prompt's
+    end and its tokens see the prompt and themselves only (the block mask of the pair layout, with G
+    responses). Sequences are numbered group after group (p * G + g when every group has G); a
+    completion's first token is predicted by the prompt's last token. Returns a SequenceBatch with a
+    4D mask, so every forward helper of SequenceBatch serves it unchanged."""
+    import torch
+
+    if not prompts or len(prompts) != len(completions):
+        raise ValueError(f"need one list of completions per prompt, got {len(prompts)} prompts and "
+                         f"{len(completions)} groups")
+    R = len(prompts)
+    widths = [len(p) + sum(len(c) for c in cs) for p, cs in zip(prompts, completions)]
+    width = max(widths)
+    ids = torch.full((R, width), pad_id, dtype=torch.long)
+    pos = torch.zeros((R, width), dtype=torch.long)
+    unit = torch.zeros((R, width), dtype=torch.long)
+    part = torch.zeros((R, width), dtype=torch.long)  # 0 pad, 1 prompt, 2 + g completion g
+    g_index, g_labels, g_segment, last = [], [], [], []
+    seq = 0
+    for r, (prompt, group) in enumerate(zip(prompts, completions)):
+        n_p = len(prompt)
+        assert n_p >= 1, "a prompt needs at least one token to predict its completions' first token"
+        ids[r, :n_p] = torch.tensor(prompt, dtype=torch.long)
+        pos[r, :n_p] = torch.arange(n_p)
+        unit[r, :widths[r]] = 1
+        part[r, :n_p] = 1
+        s = n_p
+        for g, comp in enumerate(group):
+            n = len(comp)
+            ids[r, s:s + n] = torch.tensor(comp, dtype=torch.long)
+            pos[r, s:s + n] = torch.arange(n_p, n_p + n)
+            part[r, s:s + n] = 2 + g
+            base = r * width
+            if n:
+                g_index += [base + n_p - 1] + list(range(base + s, base + s + n - 1))
+            g_labels += comp
+            g_segment += [seq] * n
+            last.append(base + (s + n - 1 if n else n_p - 1))
+            s += n
+            seq += 1
+    t = torch.tensor
+    comp_mask = part >= 2
+    return SequenceBatch(ids, _block_mask(unit, part), pos, comp_mask, None, t(g_index, dtype=torch.long),
+                         t(g_labels, dtype=torch.long), t(g_segment, dtype=torch.long), t(last, dtype=torch.long),
+                         seq, int((part == 0).sum()), list(range(seq)))

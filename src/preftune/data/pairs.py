@@ -35,18 +35,18 @@ class PreferenceRows:
     """The rows of a preference file: pairs (rated rows expanded) and unpaired (prompt/completion/label)."""
     pairs: list                    # PairRecord, in file order (a rated row's pairs where the row was)
     unpaired: list                 # UnpairedRecord, in file order
-    first_unpaired_row: int | None  # 1-based row number of the first unpaired row
+    first_unpaired_row: int | None  # the line (row number for tables) of the first unpaired row
     num_rated: int                 # rated rows expanded into pairs
 
 
 def read_preference_rows(path: str) -> PreferenceRows:
     """Every row of a file as pairs or unpaired rows; rated rows become pairs (every two completions
     whose scores differ). ValueError names file/line/field for a bad row."""
-    from preftune.data.io import read_records
+    from preftune.data.io import read_located
     from preftune.data.records import PairRecord, RatedRecord, UnpairedRecord
 
     out = PreferenceRows([], [], None, 0)
-    for i, r in enumerate(read_records(path)):
+    for line, r in read_located(path):
         if isinstance(r, RatedRecord):
             out.num_rated += 1
             out.pairs += r.to_pairs()
@@ -55,5 +55,5 @@ def read_preference_rows(path: str) -> PreferenceRows:
         elif isinstance(r, UnpairedRecord):
             out.unpaired.append(r)
             if out.first_unpaired_row is None:
-                out.first_unpaired_row = i + 1
+                out.first_unpaired_row = line
     return out

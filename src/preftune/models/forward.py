@@ -120,6 +120,26 @@ def _token_logps(model, batch, chunk_size: int) -> torch.Tensor:
     return gather_token_logps(flat, head.weight, batch.gather_labels, chunk_size, bias=head.bias, softcap=softcap)
 
 
+def token_logps_and_values(model, batch, chunk_size: int = 1024, temperature: float = 1.0,
+                           value_head: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N,) log-probs of the completion tokens under log_softmax(logits / temperature), and with
+    `value_head` (a Linear H -> 1) the (N,) values of the states that predict them (PPO's V(s_t)), from
+    one backbone pass. temperature scales the hidden state (and bias) before the head: exactly
+    logits / T without forming the logits."""
+    hidden = hidden_states(model, batch)
+    flat = hidden.reshape(-1, hidden.shape[-1])[batch.gather_index]  # (N, H)
+    head = _lm_head(model)
+    softcap = getattr(unwrap(model).config, "final_logit_softcapping", None)
+    if temperature != 1.0 and softcap:
+        raise ValueError("temperature != 1 with a soft-capped LM head is not supported")
+    scale = 1.0 / temperature if temperature > 0 else 1.0
+    bias = head.bias * scale if head.bias is not None and scale != 1.0 else head.bias
+    logps = gather_token_logps(flat * scale if scale != 1.0 else flat, head.weight, batch.gather_labels, chunk_size,
+                               bias=bias, softcap=softcap)
+    values = value_head(flat.to(value_head.weight.dtype)).squeeze(-1).float() if value_head is not None else None
+    return logps, values
+
+
 def pair_logps(model, batch: PairBatch | SharedPairBatch, layout: str | None = None, chunk_size: int = 1024,
                return_tokens: bool = False) -> PairLogps:
     """Summed log-probs of chosen and rejected completions under a causal LM, for either layout."""

@@ -283,3 +283,77 @@ class DPOConfig(TrainConfig):
             ("pack_tokens", self.pack_tokens >= 0, ">= 0 (0 = 2 x max_length)")])
         if self.use_margin and self.margin_scale < 0:
             warn_config(f"margin_scale={self.margin_scale} < 0 turns each row's margin into a handicap of chosen")
+
+
+# --------------------------------------------------------------------------- online RL
+
+RLAlgo = Literal["grpo", "rloo", "ppo", "online_dpo"]
+
+
+@dataclass
+class RLConfig(TrainConfig):
+    """Online RL: `data` is the prompts file; batch_size counts prompts (each sampled num_generations times)."""
+    lr: float = opt(1e-5, "peak learning rate")
+    max_length: int = opt(512, "max prompt tokens + max_new_tokens")
+    algo: RLAlgo = opt("grpo", "grpo | rloo | ppo | online_dpo")
+    reward: str = opt("gold", "reward spec, weighted components: gold | rm:RUN | py:module:function, e.g. "
+                              "gold:1,rm:runs/rm:0.5")
+    uncertainty_coef: float = opt(0.0, "rm: rewards minus uncertainty_coef x the ensemble's std (an ensemble RM)")
+    num_generations: int = opt(4, "G: samples per prompt (online_dpo: 2 or more, best vs worst)")
+    max_new_tokens: int = opt(64, "most tokens sampled per completion")
+    temperature: float = opt(1.0, "sampling temperature (the training forward divides the logits by it too)")
+    top_p: float = opt(1.0, "nucleus sampling (1 = off)")
+    top_k: int = opt(0, "top-k sampling (0 = off)")
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = opt(
+        "grpo", "grpo (per-sequence token mean) | dr_grpo (length-unbiased, constant normaliser) | dapo "
+                "(token-level mean, clip-higher)")
+    scale_rewards: Literal["group", "batch", "none"] = opt("group", "divide advantages by the reward std of "
+                                                                    "the group | the batch | nothing (Dr. GRPO)")
+    epsilon: float = opt(0.2, "clip range of the importance ratio (the lower one with epsilon_high)")
+    epsilon_high: float | None = opt(None, "DAPO clip-higher upper range (default: epsilon)")
+    num_iterations: int = opt(1, "optimisation passes over each rollout batch (PPO's epochs; GRPO's mu)")
+    kl_coef: float = opt(0.04, "KL(policy || reference) coefficient (0 = no reference pass, TRL's default)")
+    kl_estimator: Literal["k1", "k2", "k3"] = opt("k3", "KL estimator (Schulman 2020): k3 in the loss, k1 in "
+                                                        "the reward are the usual choices")
+    kl_in: Literal["loss", "reward"] = opt("loss", "put the KL penalty in the loss (GRPO) or in the reward (PPO, "
+                                                   "RLOO)")
+    kl_target: float | None = opt(None, "adaptive KL: the coefficient moves to keep KL near this (Ziegler 2019)")
+    kl_horizon: float = opt(10000.0, "adaptive KL horizon (samples)")
+    truncated: Literal["keep", "mask", "penalty"] = opt(
+        "keep", "completions without EOS: keep | mask (no loss) | penalty (reward set to truncated_penalty)")
+    truncated_penalty: float = opt(-1.0, "reward of a truncated completion with truncated=penalty")
+    vf_coef: float = opt(0.1, "PPO: weight of the value loss")
+    cliprange_value: float = opt(0.2, "PPO: clip range of the value update")
+    gamma: float = opt(1.0, "PPO: discount")
+    lam: float = opt(0.95, "PPO: GAE lambda")
+    dpo_beta: float = opt(0.1, "online_dpo: beta of the DPO loss on the fresh pair")
+    dpo_loss: str = opt("sigmoid", "online_dpo: DPO-family loss on the fresh pair (e.g. sigmoid, ipo)")
+    eval_reward: str = opt("gold", "the held-out score logged on eval_data prompts (a reward spec)")
+    chunk_size: int = opt(1024, "completion tokens per LM-head chunk (bounds the logits memory)")
+    merge_lora: bool = opt(False, "with LoRA: also write RUN/final/merged, the base with the adapter folded in")
+
+    def validate(self) -> None:
+        super().validate()
+        from preftune.losses.spec import LossMix
+        from preftune.train.rewards import parse_reward_spec
+
+        parse_reward_spec(self.reward)  # ValueError naming the bad component
+        parse_reward_spec(self.eval_reward)
+        if self.algo == "online_dpo":
+            LossMix.parse(self.dpo_loss)
+        check_ranges(self, [
+            ("num_generations", self.num_generations >= 2 or self.algo == "ppo",
+             ">= 2 (the group baseline of grpo/rloo and the pair of online_dpo need two samples)"),
+            ("num_generations", self.num_generations >= 1, ">= 1"),
+            ("max_new_tokens", 1 <= self.max_new_tokens < self.max_length, "in [1, max_length)"),
+            ("temperature", self.temperature > 0, "> 0"), ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("top_k", self.top_k >= 0, ">= 0"), ("epsilon", 0 < self.epsilon < 1, "in (0, 1)"),
+            ("epsilon_high", self.epsilon_high is None or self.epsilon_high > 0, "> 0"),
+            ("num_iterations", self.num_iterations >= 1, ">= 1"), ("kl_coef", self.kl_coef >= 0, ">= 0"),
+            ("kl_target", self.kl_target is None or self.kl_target > 0, "> 0"),
+            ("kl_horizon", self.kl_horizon > 0, "> 0"), ("uncertainty_coef", self.uncertainty_coef >= 0, ">= 0"),
+            ("vf_coef", self.vf_coef >= 0, ">= 0"), ("cliprange_value", self.cliprange_value > 0, "> 0"),
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"), ("lam", 0 <= self.lam <= 1, "in [0, 1]"),
+            ("dpo_beta", self.dpo_beta > 0, "> 0"), ("chunk_size", self.chunk_size >= 1, ">= 1")])
+        if self.kl_target is not None and self.kl_coef == 0:
+            raise ValueError("kl_target needs kl_coef > 0 (the adaptive coefficient starts there)")

@@ -68,8 +68,9 @@ def _rows(path: str, paired: bool, loss: str) -> tuple[list, list | None, int]:
     """Pair records (rated rows expanded into pairs), or for KTO (prompt, completion, label) rows."""
     rows = read_preference_rows(path)
     if paired and rows.unpaired:
-        raise ValueError(f"{path}: {len(rows.unpaired)} unpaired row(s) (prompt/completion/label; first: row "
-                         f"{rows.first_unpaired_row}), but loss {loss!r} needs pairs (prompt/chosen/rejected). "
+        first = rows.first_unpaired_row
+        raise ValueError(f"{path}:{first}: row: {len(rows.unpaired)} unpaired row(s) (prompt/completion/label; first: "
+                         f"row {first}), but loss {loss!r} needs pairs (prompt/chosen/rejected). "
                          "Use loss=kto for unpaired rows.")
     if paired:
         return rows.pairs, None, rows.num_rated
