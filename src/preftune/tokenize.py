@@ -270,3 +270,25 @@ def tokenize_completions(prompt_convs: Sequence[list[dict]], completion_convs: S
                              tokenizer, max_length,
                              max_prompt_length, on_overlong, encoder, split_merged)
     return [SequenceTokens(p, rs[0], t, i) for i, p, rs, t in rows], report
+
+
+def tokenize_prompts(prompt_convs: Sequence[list[dict]], tokenizer: Any, max_prompt_length: int,
+                     encoder: bool | None = None) -> tuple[list[list[int]], TokenizeReport]:
+    """Token ids of each prompt ready for generation (the chat template with the assistant turn opened),
+    at most max_prompt_length tokens: a longer prompt keeps its end (the question and the open turn) and
+    is counted as truncated. The rollout samples right after these ids, so prompt + completion is a
+    sequence the training forward sees exactly."""
+    enc = _Encoder(tokenizer, encoder)
+    report = TokenizeReport(num_rows=len(prompt_convs))
+    out = []
+    for conv in prompt_convs:
+        if enc.template:
+            text = tokenizer.apply_chat_template(list(conv), add_generation_prompt=True, tokenize=False)
+            ids = enc._one_bos(enc.ids(text))
+        else:  # as _Encoder.split renders a prompt without a template
+            ids = enc._one_bos(enc.ids(render_text(list(conv)) + "\n\n"))
+        if len(ids) > max_prompt_length:
+            report.num_truncated += 1
+            ids = _keep_end(ids, max_prompt_length, enc.head_ids)
+        out.append(ids)
+    return out, report

@@ -315,13 +315,14 @@ class RLConfig(TrainConfig):
     kl_coef: float = opt(0.04, "KL(policy || reference) coefficient (0 = no reference pass, TRL's default)")
     kl_estimator: Literal["k1", "k2", "k3"] = opt("k3", "KL estimator (Schulman 2020): k3 in the loss, k1 in "
                                                         "the reward are the usual choices")
-    kl_in: Literal["loss", "reward"] = opt("loss", "put the KL penalty in the loss (GRPO) or in the reward (PPO, "
-                                                   "RLOO)")
+    kl_in: Literal["auto", "loss", "reward"] = opt(
+        "auto", "where the KL penalty goes: loss | reward | auto (loss for grpo and online_dpo, reward for rloo "
+                "and ppo, as their papers)")
     kl_target: float | None = opt(None, "adaptive KL: the coefficient moves to keep KL near this (Ziegler 2019)")
     kl_horizon: float = opt(10000.0, "adaptive KL horizon (samples)")
-    truncated: Literal["keep", "mask", "penalty"] = opt(
-        "keep", "completions without EOS: keep | mask (no loss) | penalty (reward set to truncated_penalty)")
-    truncated_penalty: float = opt(-1.0, "reward of a truncated completion with truncated=penalty")
+    truncated: Literal["none", "mask", "penalty"] = opt(
+        "none", "completions without EOS within max_new_tokens: none (as any other) | mask (no loss) | penalty")
+    truncated_penalty: float = opt(1.0, "truncated=penalty: subtracted from a truncated completion's reward")
     vf_coef: float = opt(0.1, "PPO: weight of the value loss")
     cliprange_value: float = opt(0.2, "PPO: clip range of the value update")
     gamma: float = opt(1.0, "PPO: discount")
@@ -355,5 +356,13 @@ class RLConfig(TrainConfig):
             ("vf_coef", self.vf_coef >= 0, ">= 0"), ("cliprange_value", self.cliprange_value > 0, "> 0"),
             ("gamma", 0 < self.gamma <= 1, "in (0, 1]"), ("lam", 0 <= self.lam <= 1, "in [0, 1]"),
             ("dpo_beta", self.dpo_beta > 0, "> 0"), ("chunk_size", self.chunk_size >= 1, ">= 1")])
+        if self.algo == "ppo" and self.kl_in == "loss":
+            raise ValueError("kl_in=loss: PPO puts the KL penalty in the per-token reward (Ziegler et al. 2019); "
+                             "use kl_in=reward or auto")
         if self.kl_target is not None and self.kl_coef == 0:
             raise ValueError("kl_target needs kl_coef > 0 (the adaptive coefficient starts there)")
+
+    def kl_placement(self) -> str:
+        if self.kl_in != "auto":
+            return self.kl_in
+        return "reward" if self.algo in ("rloo", "ppo") else "loss"

@@ -261,7 +261,7 @@ def train_dpo(cfg: DPOConfig) -> Path:
     module, optimizer, scheduler, loader, num_steps, _ = stage.prepare(
         cfg, accelerator, module, [item_length(it) for it in train.items],
         lambda mb: (collate([train.items[i] for i in mb.rows]), mb))
-    step, loader = stage.resume(cfg, accelerator, run, loader, scheduler)
+    step, loader, _ = stage.resume(cfg, accelerator, run, loader, scheduler)
     ctx = DPOStep(cfg, module, policy, ref, collate, accelerator)
     history, warned = read_metrics(run), False
 

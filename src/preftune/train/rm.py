@@ -172,7 +172,7 @@ def _train_one(cfg: RMConfig) -> Path:
     for mb, (n_overall, n_attr) in zip(plan, counted_per_batch(data, [mb.rows for mb in plan], cfg.ties)):
         per_step[mb.step][0] += n_overall
         per_step[mb.step][1] += n_attr
-    step, loader = stage.resume(cfg, accelerator, run, loader, scheduler)
+    step, loader, _ = stage.resume(cfg, accelerator, run, loader, scheduler)
 
     # 3. the loop
     window = cfg.grad_accum * accelerator.num_processes

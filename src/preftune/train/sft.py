@@ -144,7 +144,7 @@ def train_sft(cfg: SFTConfig) -> Path:
         cfg, accelerator, module, [len(it.prompt_ids) + len(it.completion_ids) for it in items], collate_mb)
     for mb in plan:
         step_tokens[mb.step] = step_tokens.get(mb.step, 0) + sum(len(items[i].completion_ids) for i in mb.rows)
-    step, loader = stage.resume(cfg, accelerator, run, loader, scheduler)
+    step, loader, _ = stage.resume(cfg, accelerator, run, loader, scheduler)
 
     # 4. train
     bar = progress(num_steps, "sft", disable=not accelerator.is_main_process, initial=step)

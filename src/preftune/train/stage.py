@@ -44,33 +44,37 @@ def start(cfg, stage: str) -> tuple[Any, Run]:
     return accelerator, open_run(cfg, stage, accelerator)
 
 
-def prepare(cfg, accelerator, module, lengths: Sequence[int], collate: Callable[[MicroBatch], Any]):
+def prepare(cfg, accelerator, module, lengths: Sequence[int], collate: Callable[[MicroBatch], Any],
+            updates_per_step: int = 1):
     """The micro-batch plan over rows of these lengths, its loader, the optimiser and schedule, all
     through accelerator.prepare. Returns (module, optimizer, scheduler, loader, num_steps, plan).
 
     The scheduler is stepped by hand once per optimiser step (accelerate's wrapper would step it
-    num_processes times) and checkpointed as JSON by train.checkpoint."""
+    num_processes times) and checkpointed as JSON by train.checkpoint. updates_per_step: optimiser
+    updates made on each step's data (online RL's num_iterations), for the schedule's length."""
     num_steps = num_steps_for(cfg, len(lengths), accelerator.num_processes)
     plan = plan_micro_batches(lengths, cfg.batch_size, cfg.grad_accum, accelerator.num_processes, num_steps, cfg.seed)
-    optimizer, scheduler = build_optimizer(module, cfg, num_steps)
+    optimizer, scheduler = build_optimizer(module, cfg, num_steps * updates_per_step)
     module, optimizer, loader = accelerator.prepare(module, optimizer, make_loader(plan, collate))
     return module, optimizer, scheduler, loader, num_steps, plan
 
 
-def resume(cfg, accelerator, run: Run, loader, scheduler) -> tuple[int, Any]:
-    """(first step, loader): 0 and the loader for a new run; for resume=true the newest intact
-    checkpoint's step and the loader past the micro-batches already trained (the plan is seeded)."""
+def resume(cfg, accelerator, run: Run, loader, scheduler) -> tuple[int, Any, dict]:
+    """(first step, loader, trainer state): 0, the loader and {} for a new run; for resume=true the newest
+    intact checkpoint's step, the loader past the micro-batches already trained (the plan is seeded) and
+    what the stage saved with the checkpoint (`extra`)."""
     if not cfg.resume:
-        return 0, loader
-    step = int(load_checkpoint(accelerator, cfg.out, scheduler)["step"])
+        return 0, loader, {}
+    state = load_checkpoint(accelerator, cfg.out, scheduler)
+    step = int(state["step"])
     truncate_metrics(run, step)
-    return step, accelerator.skip_first_batches(loader, step * cfg.grad_accum)
+    return step, accelerator.skip_first_batches(loader, step * cfg.grad_accum), state
 
 
-def maybe_checkpoint(cfg, accelerator, run: Run, step: int, num_steps: int, scheduler) -> None:
-    """A checkpoint every save_every steps (the end has its own, in finish)."""
+def maybe_checkpoint(cfg, accelerator, run: Run, step: int, num_steps: int, scheduler, extra: dict | None = None) -> None:
+    """A checkpoint every save_every steps (the end has its own, in finish); `extra` (JSON) is saved with it."""
     if cfg.save_every > 0 and step % cfg.save_every == 0 and step < num_steps:
-        save_checkpoint(accelerator, run, step, cfg.keep_checkpoints, scheduler)
+        save_checkpoint(accelerator, run, step, cfg.keep_checkpoints, scheduler, extra)
 
 
 def should_log(cfg, step: int, num_steps: int) -> bool:
@@ -83,10 +87,10 @@ def should_eval(cfg, step: int, num_steps: int) -> bool:
 
 
 def finish(cfg, accelerator, run: Run, step: int, scheduler, model, tokenizer, *, merge_lora: bool = False,
-           also_merged: bool = False, **info: Any) -> Path:
+           also_merged: bool = False, extra: dict | None = None, **info: Any) -> Path:
     """The end of every stage: a checkpoint (unless save_every < 0), RUN/final, run.json's end."""
     if cfg.save_every >= 0:
-        save_checkpoint(accelerator, run, step, cfg.keep_checkpoints, scheduler)
+        save_checkpoint(accelerator, run, step, cfg.keep_checkpoints, scheduler, extra)
     final = save_final(accelerator, model, tokenizer, run, merge_lora=merge_lora, also_merged=also_merged)
     run.update_info(ended=time.strftime("%Y-%m-%dT%H:%M:%S"), num_steps=step, **info)
     run.close()
