@@ -61,7 +61,7 @@ def launch_ddp(*cli_args: str, timeout: int = 300) -> subprocess.CompletedProces
     simple launcher); the torch.distributed launcher (--multi_gpu) with ACCELERATE_USE_CPU=true starts
     two, and Accelerator then picks MULTI_CPU with gloo. The training command itself is unchanged.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src"), "ACCELERATE_USE_CPU": "true"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'tests'}", "ACCELERATE_USE_CPU": "true"}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -69,3 +69,18 @@ def launch_ddp(*cli_args: str, timeout: int = 300) -> subprocess.CompletedProces
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
            str(port), "-m", "preftune", *cli_args, "num_threads=1"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# Rewards for online-RL tests (`reward=py:helpers:NAME`; launch_ddp puts tests/ on the path too).
+def length_reward(prompts, completions, **columns):
+    """Characters of the completion / 10: a reward every sample of a tiny random model differs in."""
+    return [len(c) / 10 for c in completions]
+
+
+def constant_reward(prompts, completions, **columns):
+    return [1.0 for _ in completions]
+
+
+def vowel_reward(prompts, completions, **columns):
+    """Share of the completion's characters that are vowels (None for an empty completion: skipped)."""
+    return [sum(ch in "aeiou" for ch in c) / len(c) if c else None for c in completions]

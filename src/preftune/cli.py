@@ -72,7 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # KEY=VALUE overrides may come after options too (`train rl ... max_steps=2 --algo ppo kl_in=loss`):
+    # argparse gives a positional list one run of tokens, so the later ones are added here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
