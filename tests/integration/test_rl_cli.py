@@ -89,7 +89,8 @@ def test_each_algorithm_starts_where_the_reference_is(algo, tmp_path, world_file
         assert first["train/value_loss"] > 0  # a zero value head against non-zero returns
     assert train[1]["train/kl"] > 0  # the update moved the policy
     evals = [r for r in rows if "eval/reward" in r]
-    assert evals and {"eval/reward", "eval/proxy"} <= set(evals[-1])
+    assert [r["step"] for r in evals][:1] == [0]  # the curve starts at the starting model
+    assert {"eval/reward", "eval/proxy"} <= set(evals[-1])
     assert (out / "final" / "config.json").exists()
     info = json.loads((out / "run.json").read_text())
     assert info["algo"] == algo and info["reference"] == "frozen copy"

@@ -156,6 +156,9 @@ def train_rl(cfg: RLConfig, judge=None) -> Path:
     ctx = RLStep(cfg, module, ref, kl, tokenizer.pad_token_id, accelerator)
     engine = HFRolloutEngine(ctx.inner.policy, tokenizer)
 
+    if evals and step == 0:  # the starting point of the held-out curve
+        run.log(0, evaluate(cfg, ctx, engine, tokenizer, evals[0], evals[1], scorers))
+
     # 3. the loop: roll out the whole step, then num_iterations updates on it
     bar = progress(num_steps, f"rl {cfg.algo}", disable=not accelerator.is_main_process, initial=step)
     it, n_proc = iter(loader), accelerator.num_processes
