@@ -41,8 +41,8 @@ def write_prompts(folder: Path, num_train: int, num_heldout: int) -> tuple[Path,
     return paths[0], paths[1]
 
 
-def train(algo: str, train_path: Path, heldout: Path, out: Path, args) -> dict:
-    cmd = [PY, "-m", "preftune", "train", "rl", "--algo", algo, "--model", args.model, "--reward", "gold",
+def train(algo: str, train_path: Path, heldout: Path, out: Path, args, reward: str = "gold") -> dict:
+    cmd = [PY, "-m", "preftune", "train", "rl", "--algo", algo, "--model", args.model, "--reward", reward,
            "--prompts", str(train_path), "--eval-prompts", str(heldout), "--out", str(out),
            f"max_steps={args.steps}", f"batch_size={args.batch_size}", f"num_generations={args.G}",
            f"max_new_tokens={args.max_new_tokens}", "lora.enabled=true", f"lr={args.lr}",
