@@ -17,6 +17,7 @@ class PromptRow:
     prompt: list[dict]                                    # normalised messages
     columns: dict[str, Any] = field(default_factory=dict)  # every other key of the row
     where: str = ""                                       # FILE:LINE
+    raw: Any = None                                       # the prompt as written (a string stays a string)
 
 
 def parse_prompt(value: Any, where: str) -> list[dict]:
@@ -43,10 +44,10 @@ def read_prompt_rows(path: str | Path, num_prompts: int | None = None) -> list[P
             raise ValueError(f"{raw.where}: {raw.error}")
         row = raw.row
         if isinstance(row, str):
-            rows.append(PromptRow(parse_prompt(row, raw.where), {}, raw.where))
+            rows.append(PromptRow(parse_prompt(row, raw.where), {}, raw.where, row))
         elif isinstance(row, dict) and "prompt" in row:
             rows.append(PromptRow(parse_prompt(row["prompt"], raw.where),
-                                  {k: v for k, v in row.items() if k != "prompt"}, raw.where))
+                                  {k: v for k, v in row.items() if k != "prompt"}, raw.where, row["prompt"]))
         else:
             raise ValueError(f"{raw.where}: prompt: is missing (need a string or a list of {{role, content}} messages)")
         if num_prompts is not None and len(rows) >= num_prompts:

@@ -135,8 +135,13 @@ def run_bon(args: argparse.Namespace) -> int:
         if run is None:
             raise ValueError("-o/--out is required unless MODEL is a run folder (then RUN/eval/bon.json)")
         args.out, args.force = str(run / "eval" / "bon.json"), True  # the run's own output, rewritten
-    if Path(args.out).exists() and not args.force:  # before the sampling, not after
-        raise ValueError(f"{args.out} exists; pass --force to overwrite it")
+    from preftune.data.paths import check_outputs
+
+    # before the sampling, not after: exists without --force, is the input, cannot be written
+    outs = [("-o", args.out)] + ([("RUN/eval/guards.json", run / "eval" / "guards.json")] if run else [])
+    check_outputs(outs[:1], [("--prompts", args.prompts)], force=args.force)
+    if run is not None:
+        check_outputs(outs[1:], force=True)
     prompts = read_prompts(args.prompts, args.num_prompts)
     scorer = make_scorer(args.scorer)
     judge = scorer if args.judge == args.scorer else make_scorer(args.judge)

@@ -14,6 +14,33 @@ def _default_json(args: argparse.Namespace, name: str) -> None:
         args.force = True
 
 
+def _check_json(args: argparse.Namespace, *inputs: tuple[str, str | None]) -> None:
+    """Before any work: the --json file is not the input, exists only with --force, and can be written
+    (a read-only folder found after all the generation would lose it)."""
+    if args.json:
+        from preftune.data.paths import check_outputs
+
+        check_outputs([("--json", args.json)], list(inputs), force=args.force)
+
+
+def http_judge_options(args: argparse.Namespace) -> dict:
+    return {"timeout": args.judge_timeout, "retries": args.judge_retries, "deadline": args.judge_deadline,
+            "max_bytes": args.judge_max_bytes}
+
+
+def add_http_judge_flags(p) -> None:
+    g = p.add_argument_group("http: judge limits")
+    g.add_argument("--judge-timeout", type=float, default=60.0,
+                   help="seconds one judge request may take, the whole answer included (default 60)")
+    g.add_argument("--judge-retries", type=int, default=3,
+                   help="retries of a request that got HTTP 5xx/429, a reset connection or a timeout, with "
+                   "exponential backoff from 1 s (default 3)")
+    g.add_argument("--judge-deadline", type=float, default=None,
+                   help="seconds the whole judging step may take (default: no limit)")
+    g.add_argument("--judge-max-bytes", type=int, default=1_000_000,
+                   help="largest judge answer read, in bytes (default 1,000,000)")
+
+
 def _positive(name: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
@@ -24,17 +51,19 @@ def run_policy(args: argparse.Namespace) -> int:
     from preftune.eval.policy import evaluate_policy, read_prompt_info, read_prompts
 
     parse_judge_spec(args.judge)  # a bad judge fails before any model loads
+    if parse_judge_spec(args.judge)[0].value == "http":  # bad limits fail before any model loads too
+        make_judge(args.judge, **http_judge_options(args))
     _default_json(args, "policy")
     _positive("--max-new-tokens", args.max_new_tokens)
     _positive("--num-prompts", args.num_prompts)
     _positive("--batch-size", args.batch_size)
-    if args.json and Path(args.json).exists() and not args.force:
-        raise ValueError(f"{args.json} exists; pass --force to overwrite it")
+    _check_json(args, ("--prompts", args.prompts), ("--generated", args.generated))
     prompts = read_prompts(args.prompts, args.num_prompts)
-    judge = make_judge(args.judge, judge_model=args.judge_model, key_env=args.judge_key_env)
+    judge = make_judge(args.judge, judge_model=args.judge_model, key_env=args.judge_key_env,
+                       **http_judge_options(args))
     r = evaluate_policy(args.model, args.baseline, prompts, judge, max_new_tokens=args.max_new_tokens,
                         batch_size=args.batch_size, seed=args.seed, out=args.json, overwrite=args.force,
-                        prompt_info=read_prompt_info(args.prompts, args.num_prompts))
+                        prompt_info=read_prompt_info(args.prompts, args.num_prompts), generated=args.generated)
     lo, hi = r["win_rate_ci95"]
     print(f"{r['model']} vs {r['baseline']} under {r['judge']} on {r['num_prompts']} prompts")
     print(f"  wins {r['wins']}  ties {r['ties']}  losses {r['losses']}")
@@ -65,9 +94,8 @@ def run_regress(args: argparse.Namespace, generators=None) -> int:
 
     _positive("--max-new-tokens", args.max_new_tokens)
     _default_json(args, "regress")
-    if args.json and Path(args.json).exists() and not args.force:
-        raise ValueError(f"{args.json} exists; pass --force to overwrite it")
     suite = args.suite or DEFAULT_SUITE
+    _check_json(args, ("--suite", suite))
     cases = read_suite(suite)
     if generators is None:
         gen_model = greedy_generator(args.model, args.max_new_tokens, args.batch_size)
@@ -92,7 +120,7 @@ def run_regress(args: argparse.Namespace, generators=None) -> int:
 def register(sub) -> None:
     p = sub.add_parser("policy", help="judge a policy against a baseline: win rate, LC win rate, KL",
                        description="Generate from MODEL and --baseline on the prompts (seeded sampling), "
-                                   "judge each pair, report win/tie/loss, win rate with a bootstrap 95%% "
+                                   "judge each pair, report win/tie/loss, win rate with a bootstrap 95% "
                                    "interval, length-controlled win rate, lengths, and "
                                    "KL(model || baseline).")
     p.add_argument("model", help="model alias, folder, run folder (uses RUN/final) or LoRA adapter folder")
@@ -102,8 +130,12 @@ def register(sub) -> None:
     p.add_argument("--judge-model", default="default", help="model name sent to an http: judge")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the http: judge's API key (default OPENAI_API_KEY)")
+    add_http_judge_flags(p)
     p.add_argument("--json", default=None, help="write the report (with every sample) to this JSON file "
                    "(default for a run folder: RUN/eval/policy.json)")
+    p.add_argument("--generated", default=None,
+                   help="judge the samples kept in JSON.generated.json by a run whose judging failed "
+                   "(same model, baseline, prompts, seed and max new tokens) instead of generating")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--num-prompts", type=int, default=None, help="use only the first K prompts")
     p.add_argument("--batch-size", type=int, default=8)

@@ -17,9 +17,11 @@ arXiv 2306.05685).
 from __future__ import annotations
 
 import enum
+import http.client
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -200,16 +202,88 @@ class LocalLLMJudge(_SwapJudge):
         return out
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would resend the Authorization header to whatever origin the
+    Location names (and turn the POST into a GET whose answer is not a verdict)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused (the judge must answer "
+                                     "the request itself; give the final URL)", headers, fp)
+
+
+class _Transient(Exception):
+    """A failure worth retrying: HTTP 5xx / 429, a reset or refused connection, a timeout."""
+
+
 class HTTPJudge(_SwapJudge):
-    """An OpenAI-compatible chat endpoint (vLLM, llama.cpp server, ...), called with urllib."""
+    """An OpenAI-compatible chat endpoint (vLLM, llama.cpp server, ...), called with urllib (the
+    standard library: no extra dependency for one POST, and full control over redirects and reads).
+
+    Hardened (issue 16): redirects are refused, so the API key never leaves the endpoint's origin;
+    a 5xx / 429 / reset connection / timeout is retried `retries` times with exponential backoff;
+    each request has a deadline (`timeout`, also for a server that trickles bytes) and the whole
+    judging step one more (`deadline`); an answer over `max_bytes` is refused unread; every error
+    names the endpoint and the status."""
 
     def __init__(self, url: str, model: str = "default", key_env: str = "OPENAI_API_KEY",
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, retries: int = 3, backoff: float = 1.0, deadline: float | None = None,
+                 max_bytes: int = 1_000_000) -> None:
         super().__init__()
-        self.name = f"http:{url}"
+        self.name = url  # a bare URL is itself a judge spec (not "http:http://...")
         base = url.rstrip("/")
         self.endpoint = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        for name, v in (("timeout", timeout), ("backoff", backoff), ("max_bytes", max_bytes)):
+            if not v > 0:
+                raise ValueError(f"http judge: {name} must be > 0, got {v}")
+        if retries < 0 or (deadline is not None and not deadline > 0):
+            raise ValueError(f"http judge: need retries >= 0 and deadline > 0, got {retries}, {deadline}")
         self.model, self.key_env, self.timeout = model, key_env, timeout
+        self.retries, self.backoff, self.deadline, self.max_bytes = retries, backoff, deadline, max_bytes
+        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._t0: float | None = None
+
+    def _left(self) -> float:
+        """Seconds left of the overall deadline (inf without one)."""
+        if self.deadline is None or self._t0 is None:
+            return float("inf")
+        left = self.deadline - (time.monotonic() - self._t0)
+        if left <= 0:
+            raise ValueError(f"judge endpoint {self.endpoint}: the judging deadline of {self.deadline:g} s "
+                             "(--judge-deadline) passed")
+        return left
+
+    def _read(self, resp, t_end: float) -> bytes:
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            raise ValueError(f"judge endpoint {self.endpoint}: answer of {int(length):,} bytes is over the "
+                             f"limit of {self.max_bytes:,} bytes (--judge-max-bytes)")
+        chunks, size = [], 0
+        while True:
+            if time.monotonic() > t_end:  # a trickling server passes every per-read socket timeout
+                raise _Transient(f"no complete answer within {self.timeout:g} s")
+            chunk = resp.read1(65536)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise ValueError(f"judge endpoint {self.endpoint}: answer over the limit of "
+                                 f"{self.max_bytes:,} bytes (--judge-max-bytes)")
+            chunks.append(chunk)
+
+    def _once(self, req) -> bytes:
+        budget = min(self.timeout, self._left())
+        try:
+            with self._opener.open(req, timeout=budget) as resp:
+                if resp.status != 200:
+                    raise ValueError(f"judge endpoint {self.endpoint} answered HTTP {resp.status}, not 200")
+                return self._read(resp, time.monotonic() + budget)
+        except urllib.error.HTTPError as e:
+            if e.code >= 500 or e.code == 429:
+                raise _Transient(f"HTTP {e.code} {e.reason}") from e
+            raise ValueError(f"judge endpoint {self.endpoint} answered HTTP {e.code}: {e.reason}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException, OSError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise _Transient(f"{type(e).__name__}: {reason}") from e
 
     def _post(self, content: str) -> str:
         body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": 8,
@@ -219,22 +293,34 @@ class HTTPJudge(_SwapJudge):
         if key:
             headers["Authorization"] = f"Bearer {key}"
         req = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
+        for attempt in range(self.retries + 1):
+            try:
+                raw = self._once(req)
+                break
+            except _Transient as e:
+                if attempt == self.retries:
+                    raise ValueError(f"cannot reach judge endpoint {self.endpoint}: {e} "
+                                     f"(after {self.retries + 1} attempts)") from None
+                time.sleep(min(self.backoff * 2 ** attempt, max(self._left() - 1e-3, 0)))
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read().decode())
-        except urllib.error.HTTPError as e:
-            raise ValueError(f"judge endpoint {self.endpoint} answered HTTP {e.code}: {e.reason}") from e
-        except urllib.error.URLError as e:
-            raise ValueError(f"cannot reach judge endpoint {self.endpoint}: {e.reason}") from e
-        try:
+            data = json.loads(raw.decode())
             return data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as e:
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise ValueError(f"judge endpoint {self.endpoint}: not an OpenAI chat response: "
-                             f"{str(data)[:200]}") from e
+                             f"{raw[:200]!r}") from None
+
+    def compare(self, prompts, responses_a, responses_b) -> list[float]:
+        self._t0 = time.monotonic()
+        return super().compare(prompts, responses_a, responses_b)
 
     def ask(self, prompts, firsts, seconds) -> list[str]:
-        return [parse_verdict(self._post(JUDGE_PROMPT.format(prompt=p, first=f, second=s)))
-                for p, f, s in zip(prompts, firsts, seconds)]
+        from tqdm.auto import tqdm
+
+        out = []
+        for p, f, s in tqdm(list(zip(prompts, firsts, seconds)), desc=f"judge {self.endpoint}", unit="req",
+                            leave=False):
+            out.append(parse_verdict(self._post(JUDGE_PROMPT.format(prompt=p, first=f, second=s))))
+        return out
 
 
 class JudgeKind(enum.Enum):
@@ -267,11 +353,13 @@ def parse_judge_spec(spec: str) -> tuple[JudgeKind, str]:
     return k, arg
 
 
-def make_judge(spec: str, *, judge_model: str = "default", key_env: str = "OPENAI_API_KEY") -> Judge:
-    """Build the judge a spec names (see the module docstring)."""
+def make_judge(spec: str, *, judge_model: str = "default", key_env: str = "OPENAI_API_KEY",
+               **http_options) -> Judge:
+    """Build the judge a spec names (see the module docstring). http_options (timeout, retries,
+    backoff, deadline, max_bytes) go to an http: judge."""
     kind, arg = parse_judge_spec(spec)
     if kind is JudgeKind.HTTP:
-        return kind.build(arg, model=judge_model, key_env=key_env)
+        return kind.build(arg, model=judge_model, key_env=key_env, **http_options)
     return kind.build(arg)
 
 

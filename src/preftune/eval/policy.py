@@ -23,29 +23,12 @@ Prompt = str | list
 
 def read_prompts(path: str | os.PathLike, num_prompts: int | None = None) -> list[Prompt]:
     """Prompts from any row file: each row an object with `prompt` (a string or chat messages) or a
-    bare JSON string. A row without one is an error naming FILE:LINE (no row is skipped silently)."""
-    from preftune.data.io import iter_raw
+    bare JSON string, checked like every record (`data.prompts`: roles known, content present). A bad
+    row is an error naming FILE:LINE and the field (no row is skipped silently). A prompt is returned
+    as written (a string stays a string, so that the world's gold scorer can look it up)."""
+    from preftune.data.prompts import read_prompt_rows
 
-    p = Path(path)
-    if not p.exists():
-        raise ValueError(f"prompts file {p} does not exist")
-    prompts: list[Prompt] = []
-    for raw in iter_raw(p):
-        if raw.error is not None:
-            raise ValueError(f"{raw.where}: {raw.error}")
-        row = raw.row
-        value = row if isinstance(row, str) else row.get("prompt") if isinstance(row, dict) else None
-        ok = (isinstance(value, str) and value.strip()) or (
-            isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value))
-        if not ok:
-            raise ValueError(f"{raw.where}: prompt: missing or empty (need a string or a list of "
-                             "{role, content} messages)")
-        prompts.append(value)
-        if num_prompts is not None and len(prompts) >= num_prompts:
-            break
-    if not prompts:
-        raise ValueError(f"{p}: no prompts")
-    return prompts
+    return [r.raw if isinstance(r.raw, str) else r.prompt for r in read_prompt_rows(path, num_prompts)]
 
 
 def read_prompt_info(path: str | os.PathLike, num_prompts: int | None = None) -> list[dict]:
@@ -103,20 +86,62 @@ def write_json(obj: dict, path: str | os.PathLike, overwrite: bool = False) -> P
 def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge, *, max_new_tokens: int = 64,
                     batch_size: int = 8, seed: int = 0, num_bootstrap: int = 2000, out: str | None = None,
                     overwrite: bool = False, progress: bool = True,
-                    prompt_info: Sequence[dict] | None = None) -> dict:
+                    prompt_info: Sequence[dict] | None = None, generated: str | None = None) -> dict:
     """Judge `model` against `baseline` on `prompts`; returns (and with `out`, writes) the report dict.
 
     model / baseline: an alias, folder, run folder, LoRA adapter folder, or a (model, tokenizer) pair.
     judge: a Judge (see preftune.eval.judges.make_judge). KL keys are None when the two tokenizers
     differ, since the baseline cannot then score the model's tokens. prompt_info: per prompt, keys
-    (id, category) copied into its sample (see read_prompt_info).
+    (id, category) copied into its sample (see read_prompt_info). With `out`, the samples are kept in
+    OUT.generated.json until the report is written; `generated` judges such a file instead of generating.
     """
-    from preftune.eval.generate import generate, same_vocabulary
-
     if not prompts:
         raise ValueError("evaluate_policy: no prompts")
     model_name = str(model) if isinstance(model, (str, os.PathLike)) else type(model[0]).__name__
     base_name = str(baseline) if isinstance(baseline, (str, os.PathLike)) else type(baseline[0]).__name__
+    setting = {"model": model_name, "baseline": base_name, "seed": seed, "max_new_tokens": max_new_tokens,
+               "prompts": list(prompts)}
+    if generated is not None:
+        gen = load_generated(generated, setting)
+    else:
+        gen = _generate_both(model, baseline, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             seed=seed, progress=progress)
+    kept = None
+    if out is not None and generated is None:
+        # the samples outlive a failed judging step (a judge server down, a deadline): rerun with
+        # --generated FILE to judge them without generating again
+        kept = Path(str(out) + ".generated.json")
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps({**setting, **gen}) + "\n")
+    texts_m, texts_b = gen["model_texts"], gen["baseline_texts"]
+    try:
+        outcomes = [float(v) for v in judge.compare(prompts, texts_m, texts_b)]
+    except ValueError as e:
+        if kept is None:
+            raise
+        raise ValueError(f"{e}\n  the generated samples are kept in {kept}: add --generated {kept} to judge "
+                         "them without generating again") from None
+    if len(outcomes) != len(prompts):
+        raise ValueError(f"judge {judge.name} returned {len(outcomes)} verdicts for {len(prompts)} prompts")
+    report = {"model": model_name, "baseline": base_name, "judge": judge.name, "seed": seed,
+              "max_new_tokens": max_new_tokens,
+              **summarise_verdicts(outcomes, texts_m, texts_b, num_bootstrap=num_bootstrap, seed=seed),
+              "kl_k1": gen["kl_k1"], "kl_k3": gen["kl_k3"],
+              "position_bias_rate": judge.info.get("position_bias_rate"),
+              "mean_tokens_model": gen["mean_tokens_model"], "mean_tokens_baseline": gen["mean_tokens_baseline"],
+              "samples": sample_rows(prompts, texts_m, texts_b, outcomes, judge, prompt_info)}
+    report.update(_score_guards(judge, texts_m))
+    if out is not None:
+        write_json(report, out, overwrite=overwrite)
+    if kept is not None:
+        kept.unlink(missing_ok=True)  # the report holds every sample now
+    return report
+
+
+def _generate_both(model, baseline, prompts, *, max_new_tokens, batch_size, seed, progress) -> dict:
+    """Both models' samples on the prompts (same seed) and KL(model || baseline) on the model's own."""
+    from preftune.eval.generate import generate, same_vocabulary
+
     pol, pol_tok = _load(model)
     # the same name twice (a sanity run) shares one copy of the weights
     ref, ref_tok = (pol, pol_tok) if isinstance(model, str) and model == baseline else _load(baseline)
@@ -125,23 +150,33 @@ def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge,
     # temperature 1, no truncation: the samples must come from the model's own distribution for KL
     gen_m = generate(pol, pol_tok, prompts, ref_model=ref if kl_ok else None, desc="model", **common)
     gen_b = generate(ref, ref_tok, prompts, desc="baseline", **common)
-    outcomes = [float(v) for v in judge.compare(prompts, gen_m.texts, gen_b.texts)]
-    if len(outcomes) != len(prompts):
-        raise ValueError(f"judge {judge.name} returned {len(outcomes)} verdicts for {len(prompts)} prompts")
-    report = {"model": model_name, "baseline": base_name, "judge": judge.name, "seed": seed,
-              "max_new_tokens": max_new_tokens,
-              **summarise_verdicts(outcomes, gen_m.texts, gen_b.texts, num_bootstrap=num_bootstrap,
-                                   seed=seed),
-              "kl_k1": metrics.kl_k1(gen_m.logps, gen_m.ref_logps) if kl_ok else None,
-              "kl_k3": metrics.kl_k3(gen_m.logps, gen_m.ref_logps) if kl_ok else None,
-              "position_bias_rate": judge.info.get("position_bias_rate"),
-              "mean_tokens_model": float(gen_m.num_tokens.mean()),
-              "mean_tokens_baseline": float(gen_b.num_tokens.mean()),
-              "samples": sample_rows(prompts, gen_m.texts, gen_b.texts, outcomes, judge, prompt_info)}
-    report.update(_score_guards(judge, gen_m.texts))
-    if out is not None:
-        write_json(report, out, overwrite=overwrite)
-    return report
+    return {"model_texts": list(gen_m.texts), "baseline_texts": list(gen_b.texts),
+            "kl_k1": metrics.kl_k1(gen_m.logps, gen_m.ref_logps) if kl_ok else None,
+            "kl_k3": metrics.kl_k3(gen_m.logps, gen_m.ref_logps) if kl_ok else None,
+            "mean_tokens_model": float(gen_m.num_tokens.mean()),
+            "mean_tokens_baseline": float(gen_b.num_tokens.mean())}
+
+
+def load_generated(path: str | os.PathLike, setting: dict) -> dict:
+    """Samples kept by a run whose judging failed; refused when they were made with another model,
+    baseline, seed, max_new_tokens or prompts (they would not be this evaluation's samples)."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p}: --generated is not a readable samples file ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{p}: --generated is not a samples file (not a JSON object)")  # noqa: TRY004 (user input)
+    differ = [k for k in setting if d.get(k) != setting[k]]
+    if differ:
+        raise ValueError(f"{p}: --generated was made with other settings ({', '.join(differ)} differ); "
+                         "rerun without --generated")
+    need = ("model_texts", "baseline_texts", "kl_k1", "kl_k3", "mean_tokens_model", "mean_tokens_baseline")
+    missing = [k for k in need if k not in d]
+    n = len(setting["prompts"])
+    if missing or len(d["model_texts"]) != n or len(d["baseline_texts"]) != n:
+        raise ValueError(f"{p}: --generated is incomplete (missing {missing or 'texts for every prompt'})")
+    return {k: d[k] for k in need}
 
 
 def sample_rows(prompts: Sequence[Prompt], model_texts: Sequence[str], baseline_texts: Sequence[str],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,8 @@ def _parse_check(obj: Any, where: str) -> Check:
           CheckKind.GOLD_ABOVE: isinstance(arg, (int, float)) and not isinstance(arg, bool)}[kind]
     if not ok:
         raise ValueError(f"{where}: bad value {arg!r} for check {name!r}")
+    if kind is CheckKind.GOLD_ABOVE and not math.isfinite(arg):
+        raise ValueError(f"{where}: {name} must be a finite number, got {arg!r}")
     if kind is CheckKind.REGEX:
         try:
             re.compile(arg)
@@ -148,9 +151,13 @@ def parse_case(row: Any, where: str) -> Case:
     if not isinstance(row, dict):
         # ValueError, not TypeError: this is user input, which the CLI reports as `preftune: error:`
         raise ValueError(f"{where}: a case must be a JSON object")  # noqa: TRY004
+    from preftune.data.prompts import parse_prompt
+
     prompt = row.get("prompt")
-    if not ((isinstance(prompt, str) and prompt.strip()) or (isinstance(prompt, list) and prompt)):
-        raise ValueError(f"{where}: prompt: missing or empty")
+    if prompt is None:
+        raise ValueError(f"{where}: prompt: is missing")
+    messages = parse_prompt(prompt, where)  # roles and content checked like every record
+    prompt = prompt if isinstance(prompt, str) else messages
     checks = row.get("checks")
     if not isinstance(checks, list) or not checks:
         raise ValueError(f"{where}: checks: need a non-empty list of checks")
@@ -160,21 +167,24 @@ def parse_case(row: Any, where: str) -> Case:
 
 
 def read_suite(path: str | Path) -> list[Case]:
+    """Every case of a suite file (any row format `data.io` reads: JSONL, .gz, ...); ValueError naming
+    FILE:LINE for the first bad row (not UTF-8, invalid JSON, a bad check, a duplicate id)."""
+    from preftune.data.io import iter_raw
+
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p}: --suite is a folder; give a suite file (JSONL, one case per line)")
     if not p.is_file():
         raise ValueError(f"suite file {p} does not exist")
+    rows = list(iter_raw(p))  # the whole file is read first: an unreadable file is named as such
+    bad = next((r for r in rows if r.error is not None), None)
+    if bad is not None:
+        raise ValueError(f"{bad.where}: {bad.error}")
     cases, seen = [], set()
-    for line_no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{p}:{line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        case = parse_case(row, where)
+    for raw in rows:
+        case = parse_case(raw.row, raw.where)
         if case.id in seen:
-            raise ValueError(f"{where}: id: duplicate case id {case.id!r}")
+            raise ValueError(f"{raw.where}: id: duplicate case id {case.id!r}")
         seen.add(case.id)
         cases.append(case)
     if not cases:

@@ -163,8 +163,10 @@ def run_eval_rm(args: argparse.Namespace) -> int:
     if out is None and (Path(args.run) / "final").is_dir():
         # the run's own output, rewritten on each evaluation (like metrics.jsonl)
         out, force = str(Path(args.run) / "eval" / "rm.json"), True
-    if out is not None and Path(out).exists() and not force:
-        raise ValueError(f"{out} exists; pass --force to overwrite it")
+    if out is not None:  # before any work: not the input, exists only with --force, writable
+        from preftune.data.paths import check_outputs
+
+        check_outputs([("--json", out)], [("--data", args.data)], force=force)
     records, _ = load_pairs(args.data)
     scorer = load_scorer(args.run)
     res = evaluate_rm(scorer, records, args.batch_size)

@@ -54,13 +54,15 @@ def sample_pairs(model, tokenizer, prompts: Sequence, scorer, *, num_samples: in
 
 def run_sample_pairs(args: argparse.Namespace) -> int:
     from preftune.data.io import write_rows
+    from preftune.data.paths import check_outputs, rows_output
     from preftune.eval.generate import load_causal_lm
     from preftune.eval.judges import make_scorer
     from preftune.eval.policy import read_prompts
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ValueError(f"{out} already exists; pass --force to replace it")
+    summary_out = out.with_name(out.name + ".summary.json")
+    check_outputs([rows_output("-o", out), ("-o's summary", summary_out)], [("--prompts", args.prompts)],
+                  force=args.force)
     prompts = read_prompts(args.prompts, args.num_prompts)
     scorer = make_scorer(args.scorer)
     model, tok = load_causal_lm(args.model)

@@ -100,7 +100,7 @@ def test_read_prompts(tmp_path):
     assert policy.read_prompts(p) == ["hi", [{"role": "user", "content": "yo"}], "bare", "x"]
     assert policy.read_prompts(p, num_prompts=2) == ["hi", [{"role": "user", "content": "yo"}]]
     p.write_text(json.dumps({"prompt": "a"}) + "\n" + json.dumps({"question": "b"}) + "\n")
-    with pytest.raises(ValueError, match=r"p.jsonl:2: prompt: missing"):
+    with pytest.raises(ValueError, match=r"p.jsonl:2: prompt: is missing"):
         policy.read_prompts(p)
     with pytest.raises(ValueError, match="does not exist"):
         policy.read_prompts(tmp_path / "none.jsonl")

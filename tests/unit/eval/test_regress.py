@@ -35,7 +35,9 @@ def test_each_check_passes_and_fails(check, good, bad):
     ({"prompt": "p", "checks": [{"max_words": "3"}]}, "bad value '3' for check 'max_words'"),
     ({"prompt": "p", "checks": [{"regex": "("}]}, "invalid regex"),
     ({"prompt": "p", "checks": []}, "checks: need a non-empty list"),
-    ({"prompt": "", "checks": [{"max_words": 3}]}, "prompt: missing or empty"),
+    ({"prompt": "", "checks": [{"max_words": 3}]}, "prompt: is empty"),
+    ({"prompt": [{"role": "human", "content": "x"}], "checks": [{"max_words": 3}]}, r"prompt\[0\]\.role: unknown role"),
+    ({"prompt": "p", "checks": [{"gold_above": float("nan")}]}, r"checks\[0\]: gold_above must be a finite number"),
     ({"prompt": "p", "checks": [{"max_words": 3, "contains": "x"}]}, "one-key object"),
 ])
 def test_bad_cases_name_the_line_and_field(tmp_path, row, msg):
