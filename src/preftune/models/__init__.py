@@ -134,7 +134,45 @@ def resolve_model_path(name: str | os.PathLike) -> str:
         return str(_materialise(name, _build_tiny(name)))
     if os.path.sep in name and not Path(name).exists() and name.startswith((".", "/")):
         raise ValueError(f"model folder {name} does not exist")
+    if not Path(name).exists():
+        _hub_or_fail_fast(name)
     return name
+
+
+_HUB_REACHABLE: bool | None = None
+
+
+def _hub_or_fail_fast(name: str) -> None:
+    """A hub name with no hub in reach: go offline (use the local cache) instead of letting the hub
+    client retry for a minute, and fail at once, naming the model, when the cache lacks it. Nothing
+    changes when HF_HUB_OFFLINE is set (the user chose) or the hub answers."""
+    global _HUB_REACHABLE
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return
+    if _HUB_REACHABLE is None:
+        endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+        try:
+            socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+            _HUB_REACHABLE = True
+        except OSError:
+            _HUB_REACHABLE = False
+    if _HUB_REACHABLE:
+        return
+    try:
+        import huggingface_hub.constants as hub_constants
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # noqa: BLE001 (a name the hub client rejects is simply not cached)
+        cached = False
+    if not cached:
+        raise ValueError(f"model {name!r} is not a built-in alias (smollm2-135m, minilm-l6, tiny-llama, tiny-bert), "
+                         "not a folder here, not in the Hugging Face cache, and the hub cannot be reached")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub_constants.HF_HUB_OFFLINE = True  # read at call time by the hub client; the env var for subprocesses
 
 
 def is_encoder(name_or_config: Any) -> bool:

