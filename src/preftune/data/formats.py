@@ -1,8 +1,8 @@
 """One function per source format: a raw row (dict) -> preftune row dicts, or `SkipRow(reason)`.
 
-Each converter returns `(rows, notes)`: the rows are plain dicts in the record format of DESIGN.md
-section 2 (validated afterwards by `preftune.data.convert`), the notes name anything of the input
-row that produced no output (e.g. two tied completions of a rated row), so nothing is dropped
+Each converter returns `(rows, notes)`: the rows are plain dicts in the record format of
+preftune.data.records (README.md, "The data format"; validated afterwards by `preftune.data.convert`),
+the notes name anything of the input row that produced no output (e.g. two tied completions of a rated row), so nothing is dropped
 silently. A row that cannot be used at all raises `SkipRow` with the reason.
 
 Messages of every format are normalised to `{"role", "content"}` with the roles of records.ROLES.

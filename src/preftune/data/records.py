@@ -1,4 +1,4 @@
-"""The data record of DESIGN.md section 2, its normalisation and its validation.
+"""The data record (README.md, "The data format"), its normalisation and its validation.
 
 Three kinds of row:
 - pair:     prompt, chosen, rejected (+ rubric metadata)

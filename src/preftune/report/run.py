@@ -1,4 +1,4 @@
-"""Read a run folder (DESIGN.md section 4) for the report.
+"""Read a run folder (docs/architecture.md, "A run folder") for the report.
 
 Reads config.yaml, run.json, metrics.jsonl, eval/*.json and data_stats.json; every piece may be
 missing or damaged, and what could not be read is listed (`RunData.problems`, shown as warnings),
