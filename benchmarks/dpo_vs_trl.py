@@ -125,7 +125,8 @@ def run_parity(args, work: Path, log: Path) -> dict:
     out = {"policy": str(policy), "reference": str(base), "pairs": args.parity_pairs, "losses": []}
     for loss, eps in PARITY_LOSSES:
         row = {"loss": loss, "label_smoothing": eps}
-        for contender, py, script in (("trl", TRL_PY, "trl_dpo_worker.py"), ("preftune", PREFTUNE_PY, "preftune_dpo_worker.py")):
+        for contender, py, script in (("trl", TRL_PY, "trl_dpo_worker.py"),
+                                      ("preftune", PREFTUNE_PY, "preftune_dpo_worker.py")):
             name = f"parity-{loss}-{contender}"
             s = base_spec(policy, data, work, name, args.parity_pairs, 1, 512)
             s.update(ref_path=str(base), loss_type=loss, label_smoothing=eps, reference="model")
@@ -215,7 +216,9 @@ def write_report(parity: dict | None, speeds: list[dict], args, path: Path, star
              "(the chat template applied by both); max length 512; AdamW, lr "
              f"{LR}, β {BETA}, linear schedule, no warm-up, clip 1.0, fp32 (TRL `bf16=False`), no gradient "
              "checkpointing, torch default threads. pairs/s (steady) = batch / mean step time after 1 warm-up "
-             "step (optimiser-step timestamps); torch threads per contender: " + (str(THREADS[0]) if THREADS[0] else "default") + "; overall = N / (N / steady + reference pass), i.e. one epoch "
+             "step (optimiser-step timestamps); torch threads per contender: "
+             + (str(THREADS[0]) if THREADS[0] else "default")
+             + "; overall = N / (N / steady + reference pass), i.e. one epoch "
              "including the one-off reference pass (TRL precompute, preftune reference=cache). Peak RSS = "
              "`ru_maxrss` of the worker process (os.wait4), whole run including the reference pass.", ""]
     for res in speeds:
@@ -249,7 +252,8 @@ def write_report(parity: dict | None, speeds: list[dict], args, path: Path, star
             sp = ratio(v["overall_pairs_per_cpu_s"], p.get("overall_pairs_per_cpu_s"))
             trl_rss = [x["peak_rss_mb"] for x in (s.get("trl-default"), s.get("trl-precompute")) if x]
             rss = ratio(v["peak_rss_mb"], min(trl_rss)) if trl_rss else None
-            verdict = [f"{sd and round(sd, 2)}x TRL default (target >= {t_def}x: {'met' if sd and sd >= t_def else 'MISSED'})"]
+            verdict = [(f"{sd and round(sd, 2)}x TRL default (target >= {t_def}x: "
+                        f"{'met' if sd and sd >= t_def else 'MISSED'})")]
             if t_pre:
                 verdict.append(f"{sp and round(sp, 2)}x TRL precompute (target >= {t_pre}x: "
                                f"{'met' if sp and sp >= t_pre else 'MISSED'})")
@@ -260,10 +264,12 @@ def write_report(parity: dict | None, speeds: list[dict], args, path: Path, star
         lines += ["", "Runs (in order):", ""]
         lines += [markdown_table(["run", "step ends (s)", "steady s/step", "CPU s/step", "ref pass s", "ref pass CPU s",
                                   "RSS MB", "pad share", "first loss", "load before", "load after"],
-                                 [[r["name"], " ".join(f"{x:.0f}" for x in r.get("step_end_s", [])), r.get("steady_step_s"),
+                                 [[r["name"], " ".join(f"{x:.0f}" for x in r.get("step_end_s", [])),
+                                   r.get("steady_step_s"),
                                    r.get("steady_step_cpu_s"), r.get("ref_pass_s"), r.get("ref_pass_cpu_s"),
                                    r["peak_rss_mb"], r.get("padding_share"), (r.get("first_losses") or [None])[0],
-                                   r["load_before"].split("load average:")[-1], r["load_after"].split("load average:")[-1]]
+                                   r["load_before"].split("load average:")[-1],
+                                   r["load_after"].split("load average:")[-1]]
                                   for r in res["runs"]]), ""]
     if parity:
         lines += ["## Numeric parity (first-step loss, same batch)", "",

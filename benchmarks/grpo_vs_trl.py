@@ -104,7 +104,8 @@ Run {started} on {machine()}; the machine is shared (load before/after each run 
 
 {markdown_table(['model', 'prompts x G', 'max new', 'KL beta', 'TRL completions/s', 'preftune completions/s',
                  'speed ratio (target >= 2x)', 'TRL completions/CPU-s',
-                 'preftune completions/CPU-s', 'CPU-s ratio', 'TRL peak RSS MB', 'preftune peak RSS MB', 'RSS ratio (target <= 0.7x)',
+                 'preftune completions/CPU-s', 'CPU-s ratio', 'TRL peak RSS MB', 'preftune peak RSS MB',
+                 'RSS ratio (target <= 0.7x)',
                  'mean completion tokens, step 1 (TRL / preftune)'], rows)}
 """)
     print(out_md.read_text())

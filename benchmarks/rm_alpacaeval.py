@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| {a.name} | {len(train_rows)} ({n_short}) | {len(test_rows)} | {f(summary['accuracy'])} | "
         f"{f(summary['accuracy_chosen_shorter'])} (n={summary['num_chosen_shorter']}) | "
         f"{f(summary['accuracy_chosen_longer'])} (n={summary['num_chosen_longer']}) | "
-        f"{f(summary['length_baseline_accuracy'])} | {f(summary['reward_length_spearman'])} | {f(extra.get('extra_shorter_accuracy'))} | {train_s:.0f} |"
+        f"{f(summary['length_baseline_accuracy'])} | {f(summary['reward_length_spearman'])} | "
+        f"{f(extra.get('extra_shorter_accuracy'))} | {train_s:.0f} |"
     )
     return 0
 

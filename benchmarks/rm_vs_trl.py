@@ -182,7 +182,8 @@ def run_setup(setup: str, args, work: Path, log: Path) -> dict:
         s["overrides"] = [f"layout={layout}", "micro_tokens=0"]  # one piece: the whole batch is captured
         if layout == layouts[-1]:
             s["capture_batch"] = str(cap_pt)
-        rp = run_worker(PREFTUNE_PY, "preftune_rm_worker.py", s, log, f"{setup}-parity-preftune-{layout}", nice=args.nice)
+        rp = run_worker(PREFTUNE_PY, "preftune_rm_worker.py", s, log, f"{setup}-parity-preftune-{layout}",
+                        nice=args.nice)
         par[f"preftune_loss_{layout}"] = (rp.get("first_losses") or [None])[0]
     par["preftune_loss"] = par["preftune_loss_auto"]
     try:
@@ -233,7 +234,8 @@ def write_report(results: list[dict], args, path: Path, started: str) -> None:
              "Command:", "", "```", "PREFTUNE_CACHE=/tmp/ptc .venv/bin/python " + " ".join(sys.argv), "```", "",
              f"Data: the first {args.pairs} rows of `alpacaeval1_gpt4_pairs.jsonl.gz` (fixed, not sampled); "
              f"batch {args.batch}, max length 512, AdamW lr {LR}, linear schedule, no warm-up, grad clip 1.0, "
-             "no gradient checkpointing, fp32, torch threads per contender: " + (str(THREADS[0]) if THREADS[0] else "default")
+             "no gradient checkpointing, fp32, torch threads per contender: "
+             + (str(THREADS[0]) if THREADS[0] else "default")
              + ". One epoch "
              "(pairs/s = pairs trained / time from the first forward to the last optimiser step; "
              "'steady' excludes the first step). Peak RSS = `ru_maxrss` of the worker process (os.wait4).", ""]
@@ -267,8 +269,10 @@ def write_report(results: list[dict], args, path: Path, started: str) -> None:
             lines += ["Other contenders (same run):", ""]
             lines += [markdown_table(["contender", "pairs/s", "x TRL", "pairs/CPU-s", "x TRL", "RSS MB", "x TRL",
                                       "pad share", "kept"],
-                                     [[c, s[c]["epoch_pairs_per_s"], ratio(s[c]["epoch_pairs_per_s"], t["epoch_pairs_per_s"]),
-                                       s[c]["epoch_pairs_per_cpu_s"], ratio(s[c]["epoch_pairs_per_cpu_s"], t["epoch_pairs_per_cpu_s"]),
+                                     [[c, s[c]["epoch_pairs_per_s"],
+                                       ratio(s[c]["epoch_pairs_per_s"], t["epoch_pairs_per_s"]),
+                                       s[c]["epoch_pairs_per_cpu_s"],
+                                       ratio(s[c]["epoch_pairs_per_cpu_s"], t["epoch_pairs_per_cpu_s"]),
                                        s[c]["peak_rss_mb"], ratio(s[c]["peak_rss_mb"], t["peak_rss_mb"]),
                                        s[c]["padding_share"], s[c]["num_pairs_kept"]] for c in others]), ""]
         par = res["parity"]
@@ -278,13 +282,14 @@ def write_report(results: list[dict], args, path: Path, started: str) -> None:
                   + f", TRL {par['trl_loss']!r}"
                   + (f", TRL on preftune's exact tensors {par.get('trl_loss_same_tensors')!r}"
                      if "trl_loss_same_tensors" in par else "")
-                  + f"; |diff| = {fmt(par['abs_diff'])} ({'within' if par['abs_diff'] is not None and par['abs_diff'] <= 1e-4 else 'NOT within'} 1e-4); "
+                  + f"; |diff| = {fmt(par['abs_diff'])} ("
+                  f"{'within' if par['abs_diff'] is not None and par['abs_diff'] <= 1e-4 else 'NOT within'} 1e-4); "
                   f"same token ids as TRL's own tokenisation: {par['same_token_ids']}.", ""]
         if "trl_without_eos" in res:
             lines += [f"TRL without `eos_token=\"[SEP]\"`: `{res['trl_without_eos'][:300]}`", ""]
         lines += ["Runs (in order):", ""]
-        lines += [markdown_table(["run", "pairs/s", "steady", "pairs/CPU-s", "RSS MB", "pad share", "kept", "load before",
-                                  "load after"],
+        lines += [markdown_table(["run", "pairs/s", "steady", "pairs/CPU-s", "RSS MB", "pad share", "kept",
+                                  "load before", "load after"],
                                  [[r["name"], r.get("epoch_pairs_per_s"), r.get("steady_pairs_per_s"),
                                    r.get("epoch_pairs_per_cpu_s"), r["peak_rss_mb"], r.get("padding_share"),
                                    r.get("num_pairs_kept"), r["load_before"].split("load average:")[-1],

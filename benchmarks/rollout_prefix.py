@@ -141,7 +141,8 @@ def report(results: list[dict], command: str) -> str:
     lines += ["", "Attribution (median tokens/s ratios, same run):", ""]
     for res in results:
         tps = {k: median([r["tokens"] / r["wall_s"] for r in rs]) for k, rs in res["runs"].items()}
-        lines.append(f"- {res['model']}: prefix sharing (preftune / preftune-no-prefix) {tps['preftune'] / tps['preftune-no-prefix']:.2f}x; "
+        lines.append(f"- {res['model']}: prefix sharing (preftune / preftune-no-prefix) "
+                     f"{tps['preftune'] / tps['preftune-no-prefix']:.2f}x; "
                      f"sampler (preftune / preftune-multinomial) {tps['preftune'] / tps['preftune-multinomial']:.2f}x; "
                      f"all (preftune / hf-generate) {tps['preftune'] / tps['hf-generate']:.2f}x")
     lines += ["", "Runs:", ""]

@@ -52,7 +52,8 @@ def _entry(what: str, item: int, commands: list[str], line: int | None, field: s
 
 
 def _long_text(num_words: int) -> str:
-    words = ["the", "river", "carries", "cold", "water", "from", "the", "mountains", "down", "to", "the", "wide", "green", "valley", "where", "farmers", "grow", "wheat", "and", "barley", "every", "summer"]
+    words = ["the", "river", "carries", "cold", "water", "from", "the", "mountains", "down", "to", "the", "wide",
+             "green", "valley", "where", "farmers", "grow", "wheat", "and", "barley", "every", "summer"]
     return " ".join(words[i % len(words)] for i in range(num_words))
 
 
@@ -93,7 +94,8 @@ def corpus() -> dict[str, tuple[bytes, dict]]:
     uf_ok = {"instruction": "Name a colour.", "completions": [
         {"response": "Blue.", "fine-grained_score": 4.5}, {"response": "Seven.", "fine-grained_score": 1.0}]}
     add("nan_ultrafeedback.jsonl", _jsonl(uf_ok, {"instruction": "Name a fruit.", "completions": [
-        {"response": "A pear.", "fine-grained_score": 4.0}, {"response": "A chair.", "fine-grained_score": float("nan")}]}),
+        {"response": "A pear.", "fine-grained_score": 4.0},
+        {"response": "A chair.", "fine-grained_score": float("nan")}]}),
         _entry("UltraFeedback row whose second completion scores NaN (convert must not pick a winner)", 3, CONVERT,
                2, "completions[1].fine-grained_score", FINITE))
     add("nan_text_ultrafeedback_rating.jsonl", _jsonl(uf_ok, {"instruction": "Name a fruit.", "completions": [
@@ -193,7 +195,8 @@ def invocations() -> list[dict]:
                                                   "{tmp}/x.jsonl", "--force"], same_in,
              [["copy", "x.jsonl.skipped.jsonl", "good.jsonl"]]),
         case("split_output_is_input_force", 5, ["data", "split", "{tmp}/d/train.jsonl", "--test-frac", "0.5", "-o",
-                                                "{tmp}/d", "--force"], same_in, [["copy", "d/train.jsonl", "good.jsonl"]]),
+                                                "{tmp}/d", "--force"], same_in,
+             [["copy", "d/train.jsonl", "good.jsonl"]]),
         case("score_output_is_data_force", 5, ["score", "tiny-bert", "--data", "{good}", "-o", "{good}", "--force"],
              same_in),
         case("score_output_symlink_to_data", 5, ["score", "tiny-bert", "--data", "{good}", "-o", "{tmp}/link.jsonl",
@@ -211,7 +214,8 @@ def invocations() -> list[dict]:
                                           "--num-test-pairs", "2"], "cannot be written", ro),
         case("curate_parent_is_file", 8, ["data", "curate", "{good}", "-o", "{good}/out.jsonl"], "is a file"),
         case("convert_parent_is_file", 8, ["data", "convert", "{good}", "-o", "{good}/out.jsonl"], "is a file"),
-        case("score_parent_is_file", 8, ["score", "tiny-bert", "--data", "{good}", "-o", "{good}/s.jsonl"], "is a file"),
+        case("score_parent_is_file", 8, ["score", "tiny-bert", "--data", "{good}", "-o", "{good}/s.jsonl"],
+             "is a file"),
         case("split_out_is_file", 8, ["data", "split", "{good}", "--test-frac", "0.5", "-o", "{good_csv}"],
              "not a folder"),
         case("world_out_is_file", 8, ["data", "world", "-o", "{good_csv}", "--num-pairs", "4", "--num-test-pairs",

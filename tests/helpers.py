@@ -61,7 +61,8 @@ def launch_ddp(*cli_args: str, timeout: int = 300) -> subprocess.CompletedProces
     simple launcher); the torch.distributed launcher (--multi_gpu) with ACCELERATE_USE_CPU=true starts
     two, and Accelerator then picks MULTI_CPU with gloo. The training command itself is unchanged.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'tests'}", "ACCELERATE_USE_CPU": "true"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'tests'}",
+           "ACCELERATE_USE_CPU": "true"}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

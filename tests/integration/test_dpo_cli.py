@@ -90,5 +90,6 @@ def test_two_process_ddp_equals_one_process_with_accumulation(tmp_path, world_fi
         rows[name] = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     assert len(rows["one"]) == len(rows["ddp"]) == 2
     for a, b in zip(rows["one"], rows["ddp"]):
-        for k in ("train/loss", "train/grad_norm", "train/rewards/margin", "train/logps/chosen", "train/lengths/chosen"):
+        for k in ("train/loss", "train/grad_norm", "train/rewards/margin", "train/logps/chosen",
+                  "train/lengths/chosen"):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-5), k

@@ -30,7 +30,8 @@ def _responses(row: dict, where: str) -> tuple[str, list]:
     raise ValueError(f"{where}: no response to score (expected chosen/rejected, completion, response or completions)")
 
 
-def score_rows(scorer: RewardScorer, rows: list[dict], wheres: list[str], batch_size: int = 16) -> tuple[list[dict], int]:
+def score_rows(scorer: RewardScorer, rows: list[dict], wheres: list[str],
+               batch_size: int = 16) -> tuple[list[dict], int]:
     """Rows with their rewards added (see the module docstring); also returns #truncated responses."""
     kinds, prompts, responses, owner = [], [], [], []
     for i, (row, where) in enumerate(zip(rows, wheres)):
@@ -56,7 +57,8 @@ def score_rows(scorer: RewardScorer, rows: list[dict], wheres: list[str], batch_
             if out["std"] is not None:
                 new[base + "_std"] = float(out["std"][j])
             if multi:
-                new[(f"{prefix}_" if prefix else "") + "head_rewards"] = {h: float(v[j]) for h, v in out["heads"].items()}
+                new[(f"{prefix}_" if prefix else "") + "head_rewards"] = {h: float(v[j])
+                                                                          for h, v in out["heads"].items()}
         if kind == "rated":
             new["completion_rewards"] = [float(out["reward"][j]) for j in idx]
             if out["std"] is not None:

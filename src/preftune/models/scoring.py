@@ -92,7 +92,8 @@ class RewardScorer:
         members = scalarize(cols, self.head_weights)  # (M, N)
         mean, std = ensemble_stats(members)
         heads = {h: cols[:, :, j].mean(0).numpy().astype(np.float64) for j, h in enumerate(self.heads)}
-        return {"reward": mean.numpy().astype(np.float64), "std": std.numpy().astype(np.float64) if self.is_ensemble else None,
+        return {"reward": mean.numpy().astype(np.float64),
+                "std": std.numpy().astype(np.float64) if self.is_ensemble else None,
                 "heads": heads, "members": members.numpy().astype(np.float64), "num_truncated": num_truncated}
 
 

@@ -95,7 +95,8 @@ def _step_of(p: Path) -> int:
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
     """Checkpoint folders that finished writing (trainer_state.json present), newest first."""
-    found = [p for p in (Path(run_dir) / "checkpoints").glob("step_*") if (p / STATE_FILE).exists() and _step_of(p) >= 0]
+    found = [p for p in (Path(run_dir) / "checkpoints").glob("step_*")
+             if (p / STATE_FILE).exists() and _step_of(p) >= 0]
     return sorted(found, key=_step_of, reverse=True)
 
 
@@ -110,7 +111,8 @@ def verify_checkpoint(path: Path, num_processes: int) -> dict:
         state = json.loads((path / STATE_FILE).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path / STATE_FILE} is unreadable ({e})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("files"), dict):
+    if (not isinstance(state, dict) or not isinstance(state.get("step"), int)
+            or not isinstance(state.get("files"), dict)):
         raise ValueError(f"{path / STATE_FILE} holds no step and file manifest")  # noqa: TRY004 (a damaged file)
     for name, sha in state["files"].items():
         f = path / name

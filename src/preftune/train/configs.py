@@ -83,7 +83,8 @@ class TrainConfig:
             ("max_length", self.max_length >= 2, ">= 2"),
             ("max_prompt_length", self.max_prompt_length is None or 1 <= self.max_prompt_length < self.max_length,
              "in [1, max_length)"),
-            ("log_every", self.log_every >= 1, ">= 1"), ("eval_every", self.eval_every >= 0, ">= 0 (0 = only at the end)"),
+            ("log_every", self.log_every >= 1, ">= 1"),
+            ("eval_every", self.eval_every >= 0, ">= 0 (0 = only at the end)"),
             ("save_every", self.save_every >= -1, "-1 (never), 0 (only at the end) or >= 1"),
             ("keep_checkpoints", self.keep_checkpoints >= 1, ">= 1"), ("num_threads", self.num_threads >= 0, ">= 0"),
             ("lora.r", self.lora.r >= 1, ">= 1"), ("lora.alpha", self.lora.alpha > 0, "> 0"),
@@ -257,7 +258,8 @@ class DPOConfig(TrainConfig):
             raise ValueError(f"loss {', '.join(need)} needs a reference model but reference=none; use "
                              f"reference=model|adapter|cache, or a reference-free loss ({free})")
         if ref == "adapter" and not self.lora.enabled:
-            raise ValueError("reference=adapter needs lora.enabled=true (the reference is the base with the adapter off)")
+            raise ValueError("reference=adapter needs lora.enabled=true "
+                             "(the reference is the base with the adapter off)")
         if not mix.paired and any(t is not LossType.KTO for t, _ in mix.terms):
             raise ValueError(f"loss {self.loss!r}: kto works on unpaired rows and mixes only with sft "
                              "(e.g. kto:1,sft:0.1), not with pairwise losses")

@@ -86,7 +86,8 @@ def _group_std(rb: RolloutBatch) -> float:
     return total
 
 
-def evaluate(cfg: RLConfig, step: RLStep, engine, tokenizer, prompts, prompt_ids, scorers: dict[str, RewardMix]) -> dict:
+def evaluate(cfg: RLConfig, step: RLStep, engine, tokenizer, prompts, prompt_ids,
+             scorers: dict[str, RewardMix]) -> dict:
     """One sample per held-out prompt (fixed seed, so steps differ only by the weights), scored by
     eval_reward (`eval/reward`) and by the training reward (`eval/proxy`)."""
     acc, sums = step.accelerator, MetricSums()
@@ -98,7 +99,8 @@ def evaluate(cfg: RLConfig, step: RLStep, engine, tokenizer, prompts, prompt_ids
         texts = tokenizer.batch_decode(roll.completions(), skip_special_tokens=True)
         convs = [prompts[i].prompt for i in part]
         for name, mix in scorers.items():
-            columns = {k: [prompts[i].columns.get(k) for i in part] for k in sorted({k for i in part for k in prompts[i].columns})}
+            columns = {k: [prompts[i].columns.get(k) for i in part]
+                       for k in sorted({k for i in part for k in prompts[i].columns})}
             total = torch.tensor(mix.score(convs, texts, columns)[0], dtype=torch.float64)
             sums.add(name, torch.nan_to_num(total).sum(), (~torch.isnan(total)).sum())
         sums.add("completion_length", roll.completion_lengths.double().sum(), len(part))
@@ -203,7 +205,8 @@ def train_rl(cfg: RLConfig, judge=None) -> Path:
         if stage.should_log(cfg, step, num_steps):
             run.log(step, metrics)
         bar.update(1)
-        bar.set_postfix(reward=f"{metrics.get('train/reward', float('nan')):.3f}", kl=f"{metrics.get('train/kl', 0):.3f}")
+        bar.set_postfix(reward=f"{metrics.get('train/reward', float('nan')):.3f}",
+                        kl=f"{metrics.get('train/kl', 0):.3f}")
         stage.maybe_checkpoint(cfg, accelerator, run, step, num_steps, scheduler, {"kl_controller": kl.state_dict()})
     bar.close()
 

@@ -103,7 +103,8 @@ def prepare_update(step: RLStep, batches: list[RolloutBatch]) -> dict:
         if kl_in_reward and rb.ref_logps is not None:
             tok_kl = kl_penalty(rb.old_logps, rb.ref_logps, cfg.kl_estimator) * rb.completion_mask()
             if cfg.algo == "ppo":
-                rb.extra["token_rewards"] = token_rewards_with_kl(scores, tok_kl, rb.completion_mask(), kl_coef=step.kl.coef)
+                rb.extra["token_rewards"] = token_rewards_with_kl(scores, tok_kl, rb.completion_mask(),
+                                                                  kl_coef=step.kl.coef)
             else:
                 scores = sequence_rewards_with_kl(scores, tok_kl, rb.completion_mask(), kl_coef=step.kl.coef)
         elif cfg.algo == "ppo":
@@ -120,7 +121,8 @@ def prepare_update(step: RLStep, batches: list[RolloutBatch]) -> dict:
         for rb in batches:
             _pick_pairs(rb)
     counts = torch.tensor([sum(int(rb.mask.any(1).sum()) for rb in batches), sum(int(rb.mask.sum()) for rb in batches),
-                           sum(rb.num_completions for rb in batches), sum(len(rb.extra.get("pairs", [])) for rb in batches)],
+                           sum(rb.num_completions for rb in batches),
+                           sum(len(rb.extra.get("pairs", [])) for rb in batches)],
                           dtype=torch.float64, device=acc.device)
     if acc.num_processes > 1:
         counts = acc.reduce(counts, reduction="sum")

@@ -38,7 +38,8 @@ def rm_loss(chosen, rejected, rb: RMBatch, cfg: RMConfig, num_attrs: int, n_over
             loss = loss + cfg.center_coef * sq.sum() / max(n_overall, 1)
         if num_attrs:
             sl = slice(e * per + 1, (e + 1) * per)
-            mh = multi_head_loss(chosen[:, sl], rejected[:, sl], rb.verdicts, tie_mode="half" if cfg.ties == "half" else "skip")
+            mh = multi_head_loss(chosen[:, sl], rejected[:, sl], rb.verdicts,
+                                 tie_mode="half" if cfg.ties == "half" else "skip")
             w = rb.weights[:, e:e + 1]
             loss = loss + cfg.attribute_loss_weight * (mh.losses * w).sum() / max(n_attr, 1)
         total = total + loss / E

@@ -71,7 +71,8 @@ def resume(cfg, accelerator, run: Run, loader, scheduler) -> tuple[int, Any, dic
     return step, accelerator.skip_first_batches(loader, step * cfg.grad_accum), state
 
 
-def maybe_checkpoint(cfg, accelerator, run: Run, step: int, num_steps: int, scheduler, extra: dict | None = None) -> None:
+def maybe_checkpoint(cfg, accelerator, run: Run, step: int, num_steps: int, scheduler,
+                     extra: dict | None = None) -> None:
     """A checkpoint every save_every steps (the end has its own, in finish); `extra` (JSON) is saved with it."""
     if cfg.save_every > 0 and step % cfg.save_every == 0 and step < num_steps:
         save_checkpoint(accelerator, run, step, cfg.keep_checkpoints, scheduler, extra)

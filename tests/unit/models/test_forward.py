@@ -111,7 +111,8 @@ def test_eager_attention_and_token_matrix(tok, items):
         b = pair_logps(model, collate_pairs_padded(items, tok.pad_token_id), layout="padded")
     torch.testing.assert_close(a.chosen_logps, b.chosen_logps, **SUM_TOL)
     with torch.no_grad():  # the module form (for DDP wrappers) is the same function; batches move devices
-        c = ForwardModule(model, "pair_logps", chunk_size=5)(to_device(collate_pairs_shared(items, tok.pad_token_id), "cpu"))
+        c = ForwardModule(model, "pair_logps", chunk_size=5)(
+            to_device(collate_pairs_shared(items, tok.pad_token_id), "cpu"))
     torch.testing.assert_close(c.rejected_logps, a.rejected_logps, **SUM_TOL)
     values, mask = a.token_matrix("chosen")
     torch.testing.assert_close(values.sum(1), a.chosen_logps, **SUM_TOL)

@@ -10,7 +10,8 @@ from preftune.models import load_policy, load_tokenizer, quiet_peft
 from preftune.models.rollout import HFRolloutEngine, decode_step, keep_rows, prefill
 
 TOL = {"atol": 1e-5, "rtol": 0}
-TEXTS = ["Hello there, how are you doing today, my friend?", "Why", "One two three four five six seven eight", "Tell me."]
+TEXTS = ["Hello there, how are you doing today, my friend?", "Why", "One two three four five six seven eight",
+         "Tell me."]
 
 
 @pytest.fixture(scope="module")

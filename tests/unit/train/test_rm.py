@@ -211,7 +211,8 @@ def test_micro_tokens_split_a_batch_into_the_same_update(tmp_path, model):
                               max_length=48, micro_tokens=budget, heads=["helpfulness"], report_to="none"))
         rows.append(json.loads((out / "metrics.jsonl").read_text().splitlines()[0]))
         finals.append(load_file(str(final / "model.safetensors")))
-    for k in ("train/loss", "train/grad_norm", "train/accuracy", "train/rewards/chosen", "train/heads/helpfulness/accuracy"):
+    for k in ("train/loss", "train/grad_norm", "train/accuracy", "train/rewards/chosen",
+              "train/heads/helpfulness/accuracy"):
         assert rows[1][k] == pytest.approx(rows[0][k], abs=1e-5), k
     # Adam's first step is ~lr * sign(g): summation-order noise on near-zero gradients (LayerNorm biases)
     # moves a weight by up to ~lr / 20 = 5e-5, while every weight moves by ~lr = 1e-3. The head's bias is
