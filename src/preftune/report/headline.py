@@ -385,6 +385,11 @@ def rl_block(series: dict[str, Series], evals: dict, cfg: dict | None = None) ->
                      (f"{_metric(y0, 'eval/reward', x0)} at step {x0:g} → <b>{_metric(y1, 'eval/reward', x1)}</b> at "
                      f"step {x1:g}: gain <b>{_derived(_signed(g['gain']), 'eval/reward')}</b> <small>mean over the "
                      f"held-out prompts, {g['num_evals']} evaluations; <a href='#training'>curve</a></small>")))
+        best = max(_finite_points(series.get("eval/reward")), key=lambda p: p[1])
+        if best[1] > y1 and best[0] != x1:
+            rows.append(("best held-out evaluation", (f"{_metric(best[1], 'eval/reward', best[0])} at step "
+                                                     f"{best[0]:g} <small>(above the last one: an earlier checkpoint "
+                                                     "scored higher)</small>")))
     proxy = _span_of(series.get("eval/proxy"), "eval/proxy")
     if proxy:
         rows.append(("training reward on the held-out prompts (eval/proxy)", proxy))
@@ -426,6 +431,8 @@ def rl_block(series: dict[str, Series], evals: dict, cfg: dict | None = None) ->
     rows.append(row)
     if note:
         notes.insert(0, note)
+        if level == "good":  # a rise the guard says was partly given back is no clean win
+            level = "neutral"
     if not isinstance(evals.get("policy"), dict) and g is not None:
         notes.append("The held-out reward is a mean without an interval. For a paired comparison with the starting "
                      "model, run <code>preftune eval policy RUN --prompts FILE --baseline MODEL</code>.")
