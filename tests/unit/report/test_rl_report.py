@@ -273,3 +273,24 @@ def test_reward_vs_kl_draws_a_real_png_and_skips_what_cannot_be_drawn(monkeypatc
                                    ("training", [1.0, 2.0, 3.0], [0.01, float("nan"), 1e308], [0.2, 0.3, 0.4])])
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size == (576, 306) and img.mode == "P"  # 6.4 x 3.4 in at 90 dpi, palette
+
+
+def test_a_rise_the_guard_flags_is_not_a_clean_win_and_the_best_evaluation_is_shown(tmp_path):
+    proxy, judge = [1.0, 1.2, 1.5, 1.9], [0.40, 0.55, 0.50, 0.45]
+    rows = rl_rows(judge, n=12, proxy=proxy)
+    ev = [r for r in rows if "eval/proxy" in r]
+    over = overoptimisation_report([r["step"] for r in ev], [r["eval/proxy"] for r in ev],
+                                   [r["eval/reward"] for r in ev])
+    assert over["flag"]["x"] == 4.0
+    run = make_run(tmp_path / "peaked", rows, run_info=RL_INFO, config=PROXY_CONFIG, evals={"overoptimisation": over})
+    head = section_of(render(run), "headline")
+    verdict = re.search(r"<p class='verdict ([a-z]+)'>([^<]*)", head)
+    assert verdict.group(1) == "neutral" and verdict.group(2).startswith("The held-out reward rose: 0.4 at step 0 → "
+                                                                         "0.45 at step 12 (+0.05)")
+    best = max(from_file(run, "eval/reward"), key=lambda p: p[1])
+    assert best == (4.0, 0.55)
+    assert ("best held-out evaluation</th><td><span class='num' data-src='metrics' data-key='eval/reward' "
+            "data-step='4'>0.55</span> at step 4") in head
+    # the unflagged rising run has no such row: its last evaluation is its best
+    assert "best held-out evaluation" not in section_of(render(make_run(
+        tmp_path / "rising", rl_rows([0.40, 0.45, 0.52]), run_info=RL_INFO, config=RL_CONFIG)), "headline")
