@@ -41,8 +41,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 #   losses + answer lengths + win rate by length + over-optimisation + data lengths = 14; dpo_ipo: the same
 #   without guards = 13; rm_full: 6 training groups (loss, rewards, margin, accuracy, grad_norm, lr) + reward
 #   histogram + pair lengths + reliability + reward vs length + accuracy by length + data lengths = 12;
-#   sft_full: loss, ppl, grad_norm, lr = 4; metrics_only: loss, lr = 2
-FIGURES = {"dpo_full": 14, "dpo_ipo": 13, "rm_full": 12, "sft_full": 4, "metrics_only": 2}
+#   sft_full: loss, ppl, grad_norm, lr = 4; metrics_only: loss, lr = 2; rl_full: 15 training groups (reward,
+#   reward components, kl, kl_coef, entropy, completion length, tied groups, truncated, clip, reward std, loss,
+#   grad_norm, lr, samples/s, rollout share) + reward vs KL + the guard's proxy vs judge = 17
+FIGURES = {"dpo_full": 14, "dpo_ipo": 13, "rm_full": 12, "sft_full": 4, "metrics_only": 2, "rl_full": 17}
 
 
 def _in_ci() -> bool:
@@ -141,7 +143,9 @@ def test_each_report_draws_and_its_headline_equals_the_files(chromium, tmp_path,
                              "kl_k3", "num_regressions", "num_cases"},
                 "rm_full": {"accuracy", "length_baseline_accuracy", "accuracy_chosen_shorter", "ece",
                             "reward_length_corr.spearman"},
-                "sft_full": {"eval/loss", "eval/ppl", "train/loss"}}.get(run_name, set())
+                "sft_full": {"eval/loss", "eval/ppl", "train/loss"},
+                "rl_full": {"eval/reward", "eval/proxy", "train/kl", "train/tied_groups", "train/completion_length",
+                            "flag.x"}}.get(run_name, set())
     assert expected <= {a["key"] for a, _ in numbers}
 
 

@@ -50,7 +50,7 @@ def _win_rate_cell(run: RunData, i: int) -> str:
 
 
 def _verdict_cell(run: RunData, series: dict) -> str:
-    blocks = headline.blocks_for(run.stage, run.evals, series)
+    blocks = headline.blocks_for(run.stage, run.evals, series, run.config)
     return "".join(f"<p class='verdict {esc(b.level)}'>{b.verdict}</p>" for b in blocks[:2])
 
 

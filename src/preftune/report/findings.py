@@ -18,7 +18,8 @@ LOW_ACCURACY = 0.6  # a preference accuracy below this at the end of training or
 # the section that shows the evidence behind a warning from each source
 SECTION_OF = {"metrics.jsonl": "training", "run.json": "provenance", "report": "provenance",
               "eval/rm.json": "rm-eval", "eval/policy.json": "win-rate", "eval/regress.json": "regressions",
-              "eval/guards.json": "guards"}
+              "eval/guards.json": "guards", "eval/overoptimisation.json": "guards"}
+TIED_GROUPS_WARN = 0.5  # an RL run whose groups tie more often than this (mean share) learns from few of them
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,13 @@ def _metric_findings(series: dict[str, Series], trainer_flagged: bool) -> list[F
         if tail and sum(tail) / len(tail) < LOW_ACCURACY:
             out.append(Finding("warning", "metrics.jsonl", f"{acc.name} ends at {sum(tail) / len(tail):.3f} "
                                f"(mean of the last {len(tail)} logged steps), below {LOW_ACCURACY}"))
+    tied = series.get("train/tied_groups")
+    finite_tied = [v for v in tied.values if math.isfinite(v)] if tied else []
+    if finite_tied and sum(finite_tied) / len(finite_tied) > TIED_GROUPS_WARN:
+        out.append(Finding("warning", "metrics.jsonl", (
+            f"train/tied_groups averages {sum(finite_tied) / len(finite_tied):.3g} over {len(finite_tied)} logged "
+            f"steps (above {TIED_GROUPS_WARN}): most groups' completions score the same, so their advantages are "
+            "zero and they teach nothing")))
     return out
 
 

@@ -87,7 +87,8 @@ SECTIONS = tuple(SECTION_TITLES)
 ALWAYS = ("headline", "warnings", "provenance", "training", "data", "config", "last-values")
 # sections shown even without their input for a stage, because their absence is news
 EXPECTED = {"dpo": ("answers", "regressions", "win-rate"), "policy": ("answers", "regressions", "win-rate"),
-            "rm": ("rm-eval", "rewards", "calibration", "length-bias"), "sft": ()}
+            "rm": ("rm-eval", "rewards", "calibration", "length-bias"), "sft": (),
+            **{s: ("guards",) for s in headline.RL_STAGES}}  # RL: the guard's absence says why
 
 
 def page(title: str, nav: Sequence[str], body: str) -> str:
@@ -117,7 +118,10 @@ def build_report(run: RunData, out_dir: Path | None = None, related: Sequence[Ru
     known, other = plots.group_series(series)
     rm, pol, reg = run.evals.get("rm"), run.evals.get("policy"), run.evals.get("regress")
     findings = find_warnings(run, series)
-    blocks = headline.blocks_for(run.stage, run.evals, series)
+    blocks = headline.blocks_for(run.stage, run.evals, series, run.config)
+    rl = run.stage in headline.RL_STAGES
+    if rl:
+        known = plots.rl_order(known)
     note = ("<p>Faint lines are raw values; solid lines an exponential moving average (weight in the "
             "legend). Dashed: eval split.</p>")
     no_metrics = "no metrics.jsonl, or no numeric metrics in it" if not run.rows else "no known training metrics"
@@ -128,13 +132,15 @@ def build_report(run: RunData, out_dir: Path | None = None, related: Sequence[Ru
         "answers": lambda: answers.answers_section(pol),
         "regressions": lambda: answers.regressions_section(reg),
         "provenance": lambda: provenance.provenance_section(run, out_dir, list(related)),
-        "training": lambda: sections.curves_section("training", "Training curves", known, no_metrics, note),
+        "training": lambda: sections.curves_section("training", "Training curves", known, no_metrics, note,
+                                                    sections.reward_vs_kl_figures(series) if rl else ()),
         "win-rate": lambda: sections.win_rate_section(pol),
         "rm-eval": lambda: sections.rm_eval_section(rm),
         "rewards": lambda: sections.rewards_section(rm),
         "calibration": lambda: sections.calibration_section(rm),
         "length-bias": lambda: sections.length_bias_section(rm, pol),
-        "guards": lambda: sections.guards_section(run.evals.get("guards")),
+        "guards": lambda: sections.guards_section(run.evals.get("guards"), run.evals.get("overoptimisation"),
+                                                  rl_config=run.config if rl else None),
         "data": lambda: sections.data_stats_section(run.data_stats),
         "config": lambda: sections.config_section(run.config, run.config_text),
         "other-metrics": lambda: sections.curves_section("other-metrics", "Other metrics", other,
@@ -154,7 +160,9 @@ def _shown(sid: str, run: RunData, has_other_metrics: bool) -> bool:
     if sid in ALWAYS or sid in EXPECTED.get(run.stage, ()):
         return True
     has = {"answers": "policy", "regressions": "regress", "win-rate": "policy", "rm-eval": "rm", "rewards": "rm",
-           "calibration": "rm", "guards": "guards"}
+           "calibration": "rm"}
+    if sid == "guards":
+        return "guards" in run.evals or "overoptimisation" in run.evals
     if sid in has:
         return has[sid] in run.evals
     if sid == "length-bias":

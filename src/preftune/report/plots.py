@@ -31,8 +31,30 @@ KNOWN_GROUPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("grad_norm", "Gradient norm (before clipping)", "grad norm", ("grad_norm",)),
     ("lr", "Learning rate", "lr", ("lr",)),
     ("lengths", "Completion lengths: chosen vs rejected", "tokens", ("lengths/chosen", "lengths/rejected")),
+    # online RL (`preftune train rl`): eval/reward is the held-out judge (eval_reward), eval/proxy the
+    # training reward on the same held-out prompts
+    ("reward", "Reward: training and held-out", "mean reward per completion", ("reward", "proxy")),
+    ("reward_components", "Reward components (each term of --reward)", "mean reward", ()),
+    ("reward_std", "Reward spread within a prompt's group", "reward std", ("reward_std",)),
+    ("kl_coef", "KL coefficient", "coefficient", ("kl_coef",)),
+    ("entropy", "Policy entropy of the sampled tokens", "nats per token", ("entropy",)),
+    ("completion_length", "Mean completion length", "tokens", ("completion_length",)),
+    ("clip", "Clip fractions of the importance ratio", "share of tokens",
+     ("clip/low", "clip/high", "clip/region", "clip/value")),
+    ("tied_groups", "Share of groups whose rewards all tie (no learning signal)", "share of groups",
+     ("tied_groups",)),
+    ("truncated", "Share of completions truncated (no EOS within max_new_tokens)", "share", ("truncated",)),
+    ("value_loss", "Value loss (PPO)", "value loss", ("value_loss",)),
+    ("samples_per_s", "Throughput", "completions per second", ("perf/samples_per_s",)),
+    ("rollout_share", "Share of step time spent sampling", "share of wall time", ("perf/rollout_share",)),
 )
 SUFFIX_TO_GROUP = {s: name for name, _, _, suffixes in KNOWN_GROUPS for s in suffixes}
+# `rewards/<component>` suffixes not named above (DPO's rewards/chosen etc. are) are RL reward components
+COMPONENT_PREFIX, COMPONENT_GROUP = "rewards/", "reward_components"
+# the plots an RL run's training section shows first, in this order (the rest follow in KNOWN_GROUPS order)
+RL_FIRST = ("reward", "reward_components", "kl", "kl_coef", "entropy", "completion_length", "tied_groups",
+            "truncated", "clip", "reward_std", "value_loss", "loss", "grad_norm", "lr", "samples_per_s",
+            "rollout_share")
 
 # values beyond this are not drawn: matplotlib's transforms and tickers overflow near the float maximum
 PLOT_LIMIT = 1e100
@@ -104,6 +126,8 @@ def group_series(series: dict[str, Series]) -> tuple[list[PlotGroup], list[PlotG
     for key, s in series.items():
         _, suffix = split_metric(key)
         group = SUFFIX_TO_GROUP.get(suffix)
+        if group is None and suffix.startswith(COMPONENT_PREFIX) and len(suffix) > len(COMPONENT_PREFIX):
+            group = COMPONENT_GROUP
         if group is not None:
             known.setdefault(group, []).append(s)
         else:
@@ -112,6 +136,31 @@ def group_series(series: dict[str, Series]) -> tuple[list[PlotGroup], list[PlotG
                     for name, title, ylabel, _ in KNOWN_GROUPS if name in known]
     other_groups = [PlotGroup(f"other:{suffix}", suffix, suffix, tuple(ss)) for suffix, ss in other.items()]
     return known_groups, other_groups
+
+
+def rl_order(groups: list[PlotGroup]) -> list[PlotGroup]:
+    """Known groups with an RL run's reward, KL and sampling plots first (RL_FIRST order)."""
+    rank = {name: i for i, name in enumerate(RL_FIRST)}
+    return sorted(groups, key=lambda g: rank.get(g.name, len(rank)))  # stable: the rest keep their order
+
+
+def aligned_points(x: Series, y: Series, origin: tuple[float, float] | None = None
+                   ) -> tuple[list[float], list[float], list[float]]:
+    """(steps, x values, y values) at the steps where both series have a finite value (first value of a
+    step when it is logged twice). `origin` = (step, x value) adds a point the metrics do not log, e.g.
+    step 0's KL of 0 (the RL policy starts as its reference), when y has that step and x does not."""
+    xs = {}
+    for st, v in zip(x.steps, x.values):
+        if math.isfinite(v):
+            xs.setdefault(st, v)
+    if origin is not None:
+        xs.setdefault(origin[0], origin[1])
+    out: dict[float, tuple[float, float]] = {}
+    for st, v in zip(y.steps, y.values):
+        if st in xs and math.isfinite(v):
+            out.setdefault(st, (xs[st], v))
+    steps = sorted(out)
+    return steps, [out[s][0] for s in steps], [out[s][1] for s in steps]
 
 
 def ema(values: Sequence[float], weight: float) -> list[float]:
@@ -213,13 +262,18 @@ def _note_left_out(ax, left_out: int) -> None:
                     xycoords="axes fraction", fontsize=7, color="#b00")
 
 
+# legend labels that say what a metric measures where its name alone does not
+SERIES_LABELS = {"eval/reward": "eval/reward (held-out judge: eval_reward)",
+                 "eval/proxy": "eval/proxy (training reward, held-out prompts)"}
+
+
 def plot_group(group: PlotGroup) -> bytes:
     """Line plot of a group: raw values faint, the smoothed curve solid; eval series dashed."""
 
     def draw(ax) -> None:
         # the schedule is exact: smoothing it would only misdraw warmup
-        left_out = sum(_draw_series(ax, s, s.name, _series_color(s.name), smooth=group.name != "lr")
-                       for s in group.series)
+        left_out = sum(_draw_series(ax, s, SERIES_LABELS.get(s.name, s.name), _series_color(s.name),
+                                    smooth=group.name != "lr") for s in group.series)
         if group.name == "lr":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         _note_left_out(ax, left_out)
@@ -379,5 +433,35 @@ def plot_overoptimisation(x: Sequence[float], proxy: Sequence[float], judge: Seq
         ax.set_title("Over-optimisation: proxy vs judge")
         lines = [ln for ln in ax.get_lines() + ax2.get_lines() if not ln.get_label().startswith("_")]
         ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
+
+    return _render(draw)
+
+
+def plot_reward_vs_kl(curves: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]],
+                      xlabel: str = "KL to the reference") -> bytes:
+    """Reward (y) against the KL to the reference (x), one line per (label, steps, kl, reward) curve in
+    step order, its first and last points labelled with their step: the classic over-optimisation view
+    (Gao et al. 2023), where a reward bought with ever more KL shows as a curve that flattens or turns."""
+    styles = ("s--", "o-", "^-.", "D:")
+    colors = ("#2ca02c", "#1f77b4", "#9467bd", "#ff7f0e")
+
+    def draw(ax) -> None:
+        left_out = 0
+        for i, (label, steps, kl, reward) in enumerate(curves):
+            pts = [(s, x, y) for s, x, y in zip(steps, kl, reward)
+                   if all(math.isfinite(v) and abs(v) <= PLOT_LIMIT for v in (s, x, y))]
+            left_out += len(steps) - len(pts)
+            if not pts:
+                continue
+            ax.plot([p[1] for p in pts], [p[2] for p in pts], styles[i % len(styles)], color=colors[i % len(colors)],
+                    markersize=4, alpha=0.85, label=label)
+            for s, x, y in (pts[0], pts[-1]) if len(pts) > 1 else pts[:1]:
+                ax.annotate(f"step {s:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color=colors[i % len(colors)])
+        _note_left_out(ax, left_out)
+        ax.set_title("Reward vs KL to the reference")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("mean reward")
+        ax.legend(fontsize=8)
 
     return _render(draw)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KNOWN_EVALS = ("rm", "policy", "regress", "guards")
+KNOWN_EVALS = ("rm", "policy", "regress", "guards", "overoptimisation")  # the last: `train rl`'s guard
 
 
 @dataclass

@@ -7,6 +7,7 @@ Each function takes what it shows and returns one <section>; missing input says 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from preftune.report import plots, shapes
@@ -40,10 +41,36 @@ def warnings_section(findings: list[Finding]) -> str:
     return section("warnings", f"Warnings ({len(findings)})", items)
 
 
-def curves_section(sid: str, title: str, groups: list[PlotGroup], missing: str, note: str = "") -> str:
-    if not groups:
+def curves_section(sid: str, title: str, groups: list[PlotGroup], missing: str, note: str = "",
+                   extra: Sequence[str] = ()) -> str:
+    """One figure per group, then `extra` figures (HTML) drawn elsewhere (e.g. RL's reward vs KL)."""
+    if not groups and not extra:
         return section(sid, title, na(missing))
-    return section(sid, title, note + grid(figure(g.name, plots.plot_group(g), g.title) for g in groups))
+    return section(sid, title, note + grid([*(figure(g.name, plots.plot_group(g), g.title) for g in groups),
+                                            *extra]))
+
+
+# reward-vs-KL curves of an RL run: (label, reward metric); the KL is train/kl at the same step
+REWARD_VS_KL = (("held-out reward (eval/reward)", "eval/reward"), ("training reward (train/reward)", "train/reward"))
+
+
+def reward_vs_kl_figures(series: dict[str, Series]) -> list[str]:
+    """The reward-vs-KL figure of an RL run: held-out and training reward against train/kl at the same
+    steps. Step 0's held-out point gets KL 0, which holds by construction: the policy starts as its
+    reference (a frozen copy or the adapter-disabled base). Empty when no KL or reward was logged."""
+    kl = series.get("train/kl")
+    if kl is None:
+        return []
+    curves = []
+    for label, key in REWARD_VS_KL:
+        if key in series:
+            steps, xs, ys = plots.aligned_points(kl, series[key], origin=(0.0, 0.0) if key.startswith("eval/") else None)
+            if steps:
+                curves.append((label, steps, xs, ys))
+    if not curves:
+        return []
+    return [figure("reward_vs_kl", plots.plot_reward_vs_kl(curves, "KL to the reference (train/kl, nats per token)"),
+                   "reward vs KL to the reference, in step order (the over-optimisation view)")]
 
 
 def last_values_section(series: dict[str, Series]) -> str:
@@ -179,10 +206,67 @@ def win_rate_section(pol: Any) -> str:
     return section("win-rate", title, body)
 
 
-def guards_section(guards: Any) -> str:
+def guards_section(guards: Any, overopt: Any = None, rl_config: dict | None = None) -> str:
+    """eval/guards.json's over-optimisation curves and, for an RL run, eval/overoptimisation.json (the
+    guard `train rl` runs on its evaluations: the proxy = the training reward on the held-out prompts,
+    the judge = eval_reward, along the steps, the flagged step marked). rl_config: the RL run's config
+    (its reward specs label the curves; when None the run is not RL)."""
     title = "Guards: over-optimisation"
-    if not isinstance(guards, dict):
+    parts = []
+    if isinstance(overopt, dict) or rl_config is not None:
+        parts.append(_rl_guard(overopt, rl_config or {}))
+    if isinstance(guards, dict):
+        parts.append(("<h3>eval/guards.json</h3>" if parts else "") + _guards_json(guards))
+    if not parts:
         return section("guards", title, na("no eval/guards.json"))
+    return section("guards", title, "".join(parts))
+
+
+def _rl_guard(over: Any, cfg: dict) -> str:
+    head = "<h3>During training: the training reward (proxy) against the held-out judge</h3>"
+    if not isinstance(over, dict):
+        same = cfg.get("reward") is not None and cfg.get("reward") == cfg.get("eval_reward", "gold")
+        why = ("the training reward is the held-out judge (reward = eval_reward), so there is no proxy to check; "
+               "train with another --reward and eval_reward=gold" if same else
+               "no eval/overoptimisation.json (`train rl` writes it when its reward differs from eval_reward and "
+               "the run was evaluated at least twice)")
+        return head + na(why)
+    curves = shapes.overopt_curves(over)
+    proxy_spec, judge_spec = cfg.get("reward"), cfg.get("eval_reward")
+    labels = ""
+    if isinstance(proxy_spec, str) or isinstance(judge_spec, str):
+        labels = (f"<p>proxy: <code>{esc(proxy_spec or '?')}</code> (the training reward, eval/proxy); judge: "
+                  f"<code>{esc(judge_spec or '?')}</code> (eval_reward, eval/reward), both on the held-out "
+                  "prompts.</p>")
+    figs = [figure("overoptimisation:rl" if i == 0 else f"overoptimisation:rl:{i}",
+                   plots.plot_overoptimisation(c["x"], c["proxy"], c["judge"], c["x_label"], c["flag_x"]),
+                   f"proxy vs held-out judge along {c['x_label']}") for i, c in enumerate(curves)]
+    flag = over.get("flag") if isinstance(over.get("flag"), dict) else {}
+    xname = str(over.get("x_name") or "step")
+    if flag.get("flagged") is True and is_num(flag.get("x")):
+        gain = (f": after it the proxy rose by {fmt_num(flag['proxy_gain'])} while the judge fell by "
+                f"{fmt_num(flag['judge_drop'])}" if is_num(flag.get("proxy_gain")) and is_num(flag.get("judge_drop"))
+                else "")
+        verdict = (f"<p class='verdict bad'>Flagged: stop at or before {esc(xname)} {esc(fmt_num(flag['x']))}"
+                   f"{esc(gain)}.</p>")
+    elif flag.get("flagged") is False:
+        verdict = ("<p class='verdict good'>Not flagged: the proxy never kept rising while the judge kept "
+                   "falling.</p>")
+    else:
+        verdict = "<p class='verdict unknown'>eval/overoptimisation.json has no usable flag.</p>"
+    table = ""
+    if curves:  # the points in numbers too, the flagged one highlighted
+        c = curves[0]
+        mark = c["flag_x"]
+        cells = "".join(f"<tr{' class=case-regressed' if mark is not None and x == mark else ''}><td>{esc(fmt_num(x))}"
+                        f"</td><td>{esc(fmt_num(p))}</td><td>{esc(fmt_num(j))}</td></tr>"
+                        for x, p, j in zip(c["x"], c["proxy"], c["judge"]))
+        table = (f"<table><tr><th>{esc(xname)}</th><th>proxy</th><th>judge</th></tr>{cells}</table>")
+    body = grid(figs) or na("eval/overoptimisation.json has no proxy/judge series")
+    return head + verdict + labels + body + table
+
+
+def _guards_json(guards: dict) -> str:
     curves = shapes.overopt_curves(guards)
     generic = ("", "series", "overoptimisation", "over_optimisation")
     names = ["overoptimisation" + ("" if c["name"] in generic else f":{c['name']}") for c in curves]
@@ -191,7 +275,7 @@ def guards_section(guards: Any) -> str:
     figs = [figure(n, plots.plot_overoptimisation(c["x"], c["proxy"], c["judge"], c["x_label"], c["flag_x"]),
                    f"proxy vs judge along {c['x_label']}") for n, c in zip(names, curves)]
     body = grid(figs) or na("eval/guards.json has no proxy/judge series")
-    return section("guards", title, body + value_html(_without_series(guards)))
+    return body + value_html(_without_series(guards))
 
 
 def _without_series(obj: Any) -> Any:
