@@ -1,0 +1,138 @@
+"""`preftune label init | raters add | admin-token | serve | export`: argument parsing and printing; the work
+is in project.py, app.py and export.py (each usable from Python)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+_DB_HELP = "the project's database: a SQLite file path, or any SQLAlchemy URL (postgresql://user@host/db)"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("init", help="create a labelling project from a file of candidate pairs",
+                       description="Load candidate pairs (prompt + two responses; any format `data convert` "
+                                   "reads, with --from) and optional honeypots (pairs with a known answer: their "
+                                   "`gold` field, else their `chosen` is the better one) into a new project. "
+                                   "Prints one `NAME TOKEN` line per rater and the admin token; tokens are "
+                                   "stored hashed and shown only now.")
+    p.add_argument("--db", required=True, help=_DB_HELP)
+    p.add_argument("--pairs", required=True, metavar="FILE", help="the pairs to label")
+    p.add_argument("--from", dest="fmt", default="preftune", metavar="FORMAT",
+                   help="the format of --pairs and --honeypots (default preftune; any `data convert --from` name)")
+    p.add_argument("--raters", nargs="+", metavar="NAME",
+                   help="rater names, or one number N for rater-1..rater-N (more later: `label raters add`)")
+    p.add_argument("--per-pair", "--labels-per-pair", dest="per_pair", type=int, default=2, metavar="K",
+                   help="different raters per pair (default 2)")
+    p.add_argument("--honeypots", "--gold", dest="honeypots", metavar="FILE",
+                   help="pairs with a known answer, mixed in at --honeypot-rate")
+    p.add_argument("--honeypot-rate", type=float, default=0.1, metavar="R",
+                   help="probability that an assignment is a honeypot while regular work remains (default 0.1)")
+    p.add_argument("--rubric", metavar="FILE", help="dimensions for per-dimension verdicts, one per line "
+                                                    "(default: helpfulness, harmlessness, honesty, style)")
+    p.add_argument("--assignment-ttl", type=int, default=3600, metavar="S",
+                   help="seconds an open assignment holds its slot before another rater may take it (default 3600)")
+    p.add_argument("--force", action="store_true", help="replace a project already in --db (its labels are lost)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("raters", help="add raters to a project", description="Manage the raters of a project.")
+    rsub = p.add_subparsers(dest="raters_command", metavar="ACTION")
+    p.set_defaults(func=lambda args, p=p: (p.print_help(), 2)[1])
+    a = rsub.add_parser("add", help="add raters; prints NAME TOKEN per line",
+                        description="Add raters; prints `NAME TOKEN` per line (tokens are stored hashed).")
+    a.add_argument("--db", required=True, help=_DB_HELP)
+    a.add_argument("names", nargs="+", metavar="NAME")
+    a.set_defaults(func=cmd_raters_add)
+
+    p = sub.add_parser("admin-token", help="print a new admin token",
+                       description="Create and print one more admin token (earlier ones stay valid).")
+    p.add_argument("--db", required=True, help=_DB_HELP)
+    p.set_defaults(func=cmd_admin_token)
+
+    p = sub.add_parser("serve", help="serve the rater page, the admin page and the JSON API",
+                       description="Start the labelling server (FastAPI under uvicorn). Raters open "
+                                   "http://HOST:PORT/#token=TOKEN, the admin http://HOST:PORT/admin#token=TOKEN. "
+                                   "The API: GET /api/next, POST /api/labels, GET /api/stats (admin).")
+    p.add_argument("--db", required=True, help=_DB_HELP)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network, "
+                        "put it behind TLS)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write every label as preftune pair rows",
+                       description="Write one pair row per label with annotator, confidence (from the strength "
+                                   "of the choice: 1.0 much better, 0.75 better, 0.5 tie), close (ties), "
+                                   "attributes, rationale, shown_first, item, and gold for honeypots.")
+    p.add_argument("--db", required=True, help=_DB_HELP)
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(func=cmd_export)
+
+
+def _print_tokens(tokens: dict[str, str]) -> None:
+    for name, token in tokens.items():
+        print(f"{name} {token}")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from preftune.label.project import init_project, rater_names, read_rubric
+
+    res = init_project(args.db, args.pairs, raters=rater_names(args.raters), per_pair=args.per_pair,
+                       honeypots=args.honeypots, honeypot_rate=args.honeypot_rate, rubric=read_rubric(args.rubric),
+                       assignment_ttl_s=args.assignment_ttl, fmt=args.fmt, force=args.force)
+    print(f"project in {args.db}: {res.num_pairs} pairs, {res.num_honeypots} honeypots, "
+          f"{args.per_pair} labels per pair", file=sys.stderr)
+    _print_tokens(res.tokens)
+    print(f"admin {res.admin_token}")
+    return 0
+
+
+def cmd_raters_add(args: argparse.Namespace) -> int:
+    from preftune.label.project import add_raters, rater_names
+
+    _print_tokens(add_raters(args.db, rater_names(args.names)))
+    return 0
+
+
+def cmd_admin_token(args: argparse.Namespace) -> int:
+    from preftune.label.project import new_admin_token
+
+    print(f"admin {new_admin_token(args.db)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from preftune.label.app import create_app
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"preftune: warning: --host {args.host} exposes the labelling server (and its tokens, sent in clear "
+              "text over HTTP) to the network; put it behind a TLS proxy", file=sys.stderr)
+    app = create_app(args.db)
+    print(f"preftune label: serving {args.db} on http://{args.host}:{args.port}/ (admin: /admin)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from preftune.data.io import write_rows
+    from preftune.data.paths import check_outputs, rows_output
+    from preftune.label.export import export_rows
+    from preftune.label.store import make_engine, sessions
+
+    check_outputs([rows_output("-o", args.output)], force=args.force)
+    engine = make_engine(args.db)
+    try:
+        with sessions(engine)() as s:
+            rows = export_rows(s)
+    finally:
+        engine.dispose()
+    if not rows:
+        raise ValueError(f"--db {args.db}: no labels yet; nothing was written")
+    n = write_rows(rows, args.output, overwrite=args.force)
+    print(f"wrote {n} labels to {args.output}", file=sys.stderr)
+    return 0
