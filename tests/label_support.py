@@ -12,7 +12,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-XSS = '<script>document.documentElement.dataset.pwned = "1"</script><img src=x onerror="alert(1)">'
+XSS = ('<script>document.documentElement.dataset.pwned = "1"</script>'
+       '<img src=x onerror="document.documentElement.dataset.pwned = 2">')
 
 
 def pair_rows(n: int, prefix: str = "p", xss_first: bool = False) -> list[dict]:
@@ -23,7 +24,7 @@ def pair_rows(n: int, prefix: str = "p", xss_first: bool = False) -> list[dict]:
         if xss_first and i == 0:
             prompt = f"Say hello {XSS}"
         rows.append({"id": f"{prefix}{i}", "prompt": prompt, "chosen": "Blue " + "very " * (i + 1) + "nice.",
-                     "rejected": f"Red {i}.", "category": "colours"})
+                     "rejected": f"Red {i}." + (f" {XSS}" if xss_first and i == 0 else ""), "category": "colours"})
     return rows
 
 

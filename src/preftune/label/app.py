@@ -134,6 +134,10 @@ def create_app(db: str) -> FastAPI:
             out["recent"] = _recent(s)
             return out
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/", response_class=HTMLResponse)
     def rater_page() -> str:
         return pages.RATER_HTML

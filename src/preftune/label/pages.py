@@ -115,6 +115,7 @@ async function load() {
   $("response-b").textContent = current.response_b;
   const rub = $("rubric"); rub.replaceChildren(...current.rubric.map(rubricRow));
   $("why").value = ""; select(null);
+  if (document.activeElement && document.activeElement.blur) document.activeElement.blur();  // keys work again
   $("task").classList.remove("hidden"); $("task").dataset.assignment = current.assignment_id;
   await showProgress(); setState("ready");
 }
@@ -134,7 +135,7 @@ async function submit() {
   } finally { busy = false; }
 }
 document.addEventListener("keydown", (e) => {
-  const typing = e.target.tagName === "TEXTAREA" || e.target.tagName === "INPUT";
+  const typing = e.target.tagName === "TEXTAREA" || (e.target.tagName === "INPUT" && e.target.type !== "radio");
   if (e.key === "Enter" && (!typing || e.ctrlKey)) { e.preventDefault(); submit(); return; }
   if (!typing && KEYS[e.key] && current) { e.preventDefault(); select(KEYS[e.key]); }
 });
