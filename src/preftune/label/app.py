@@ -26,7 +26,17 @@ from sqlalchemy import select
 from preftune.label import pages
 from preftune.label.assign import CHOICES, MAX_RATIONALE, ApiError, next_assignment, progress, submit_label
 from preftune.label.stats import project_stats
-from preftune.label.store import ADMIN, Label, Pair, Principal, make_engine, principal_for, sessions, settings
+from preftune.label.store import (
+    ADMIN,
+    Label,
+    Pair,
+    Principal,
+    make_engine,
+    principal_for,
+    read_sessions,
+    sessions,
+    settings,
+)
 
 Choice = Literal[CHOICES]  # type: ignore[valid-type]
 Side = Literal["a", "b", "tie"]
@@ -57,7 +67,7 @@ def _who(request: Request, role: str) -> Principal:
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing token: send the header `Authorization: Bearer TOKEN`")
-    with request.app.state.sessions() as s:
+    with request.app.state.read_sessions() as s:
         p = principal_for(s, token.strip())
     if p is None:
         raise ApiError(401, "unknown token")
@@ -90,7 +100,7 @@ def create_app(db: str) -> FastAPI:
         raise ValueError(f"--db {db} holds no labelling project; run `preftune label init` first")
     app = FastAPI(title="preftune label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
-    app.state.sessions = Sessions
+    Reads = app.state.read_sessions = read_sessions(engine)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -124,12 +134,12 @@ def create_app(db: str) -> FastAPI:
 
     @app.get("/api/progress")
     def api_progress(p: Rater) -> dict:
-        with Sessions.begin() as s:
+        with Reads() as s:
             return progress(s, p, conf)
 
     @app.get("/api/stats")
     def api_stats(_admin: Admin) -> dict:
-        with Sessions.begin() as s:
+        with Reads() as s:
             out = project_stats(s, conf)
             out["recent"] = _recent(s)
             return out

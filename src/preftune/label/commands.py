@@ -122,12 +122,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from preftune.data.io import write_rows
     from preftune.data.paths import check_outputs, rows_output
     from preftune.label.export import export_rows
-    from preftune.label.store import make_engine, sessions
+    from preftune.label.store import make_engine, read_sessions
 
     check_outputs([rows_output("-o", args.output)], force=args.force)
     engine = make_engine(args.db)
     try:
-        with sessions(engine)() as s:
+        with read_sessions(engine)() as s:
             rows = export_rows(s)
     finally:
         engine.dispose()

@@ -131,7 +131,8 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # read-only sessions (`read_sessions`: token checks, stats, export) need no write lock
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("preftune_read") else "BEGIN IMMEDIATE")
 
 
 def make_engine(db: str, *, must_exist: bool = True) -> Engine:
@@ -153,6 +154,11 @@ def make_engine(db: str, *, must_exist: bool = True) -> Engine:
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def read_sessions(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that only read: on SQLite they start with a plain BEGIN (a snapshot, no write lock)."""
+    return sessionmaker(engine.execution_options(preftune_read=True), expire_on_commit=False)
 
 
 def hash_token(token: str) -> str:
