@@ -15,6 +15,8 @@ Content-Security-Policy that allows only the app's own scripts, so a `<script>` 
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
@@ -101,6 +103,15 @@ def create_app(db: str) -> FastAPI:
     app = FastAPI(title="preftune label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
     Reads = app.state.read_sessions = read_sessions(engine)
+    # Writers queue on a mutex of this process before BEGIN IMMEDIATE: SQLite's own busy handler waits by
+    # sleeping (up to 100 ms a try), which under many threads turns into seconds of latency. The database lock
+    # still serialises writers of other processes.
+    write_lock = threading.Lock()
+
+    @contextmanager
+    def writing():
+        with write_lock, Sessions.begin() as s:
+            yield s
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -122,13 +133,13 @@ def create_app(db: str) -> FastAPI:
 
     @app.get("/api/next")
     def api_next(p: Rater):
-        with Sessions.begin() as s:
+        with writing() as s:
             item = next_assignment(s, p, conf)
         return Response(status_code=204) if item is None else item
 
     @app.post("/api/labels", status_code=201)
     def api_label(body: LabelIn, p: Rater) -> dict:
-        with Sessions.begin() as s:
+        with writing() as s:
             label_id = submit_label(s, p, conf, body.model_dump())
         return {"label_id": label_id}
 
