@@ -69,6 +69,24 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("ai", help="label pairs with an LLM judge (both orders, per principle of a constitution)",
+                       description="Label pairs with a pairwise judge asked in both orders: agreement of the two "
+                                   "orders gives confidence (1.0 both, 0.75 one order and a tie), contradiction a "
+                                   "tie (close); each principle of the constitution gives an attribute; annotator "
+                                   "names the judge; rationale records the verdicts.")
+    p.add_argument("--judge", required=True, metavar="SPEC", help="llm:MODEL (a local causal LM) or http:URL "
+                                                                  "(an OpenAI-compatible chat endpoint)")
+    p.add_argument("--pairs", required=True, metavar="FILE", help="the pairs to label")
+    p.add_argument("--from", dest="fmt", default="preftune", metavar="FORMAT", help="the format of --pairs")
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("--constitution", metavar="FILE",
+                   help="YAML list of {name, question} (default: helpfulness, harmlessness, honesty, style)")
+    p.add_argument("--judge-model", default="default", help="model name sent to an http: judge (default: default)")
+    p.add_argument("--key-env", default="OPENAI_API_KEY", help="environment variable holding an http: judge's key")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="pairs per judge call batch (default 8)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(func=cmd_ai)
+
 
 def _print_tokens(tokens: dict[str, str]) -> None:
     for name, token in tokens.items():
@@ -135,4 +153,29 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f"--db {args.db}: no labels yet; nothing was written")
     n = write_rows(rows, args.output, overwrite=args.force)
     print(f"wrote {n} labels to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_ai(args: argparse.Namespace) -> int:
+    import json
+
+    from preftune.data.io import write_rows
+    from preftune.data.paths import check_outputs, rows_output
+    from preftune.eval.judges import make_judge, parse_judge_spec
+    from preftune.label.ai import ai_label, load_constitution
+    from preftune.label.project import read_pairs
+
+    check_outputs([rows_output("-o", args.output)], [("--pairs", args.pairs)], force=args.force)
+    kind, _ = parse_judge_spec(args.judge)
+    if kind.value not in ("llm", "http"):
+        raise ValueError(f"--judge {args.judge}: use llm:MODEL or http:URL (a pairwise judge asked in both orders)")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    principles = load_constitution(args.constitution)
+    pairs = [rec for _, rec in read_pairs(args.pairs, args.fmt)]
+    judge = make_judge(args.judge, judge_model=args.judge_model, key_env=args.key_env)
+    rows, summary = ai_label(judge, pairs, principles, batch=args.batch_size)
+    n = write_rows(rows, args.output, overwrite=args.force)
+    print(json.dumps(summary), file=sys.stderr)
+    print(f"wrote {n} judged pairs to {args.output}", file=sys.stderr)
     return 0
