@@ -131,3 +131,16 @@ def test_label_ai_refuses_scoring_judges(tmp_path, capsys):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(2))
     assert main(["label", "ai", "--judge", "gold", "--pairs", str(pairs), "-o", str(tmp_path / "o.jsonl")]) == 1
     assert "use llm:MODEL or http:URL" in capsys.readouterr().err
+
+
+def test_label_ai_with_a_local_llm_judge(tmp_path, capsys):
+    # the tiny random model's verdicts mean nothing; what is checked is the plumbing: every principle's own
+    # prompt reaches the model (the template), both orders are combined, and the output is valid
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(3))
+    out = tmp_path / "ai.jsonl"
+    assert main(["label", "ai", "--judge", "llm:tiny-llama", "--pairs", str(pairs), "-o", str(out)]) == 0
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(got) == 3 and all(r["annotator"] == "llm:tiny-llama" for r in got)
+    assert all(set(r["attributes"]) == {"helpfulness", "harmlessness", "honesty", "style"} for r in got)
+    assert all(r["confidence"] in (0.5, 0.75, 1.0) and r["close"] == (r["confidence"] == 0.5) for r in got)
+    assert main(["data", "check", str(out)]) == 0
