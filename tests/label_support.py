@@ -34,13 +34,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def make_project(tmp: Path, num_pairs: int = 4, raters=("alice", "bob"), per_pair: int = 2, num_gold: int = 0,
-                 honeypot_rate: float = 0.0, xss_first: bool = False, ttl: int = 3600):
-    """(db path, rater name -> token, admin token) of a new SQLite project."""
+                 honeypot_rate: float = 0.0, xss_first: bool = False, ttl: int = 3600, db: str | None = None):
+    """(db path or URL, rater name -> token, admin token) of a new project (SQLite in `tmp` unless `db`)."""
     from preftune.label.project import init_project
 
     pairs = write_jsonl(tmp / "pairs.jsonl", pair_rows(num_pairs, xss_first=xss_first))
     gold = write_jsonl(tmp / "gold.jsonl", pair_rows(num_gold, prefix="g")) if num_gold else None
-    db = tmp / "label.db"
+    db = db or tmp / "label.db"
     res = init_project(str(db), str(pairs), raters=list(raters), per_pair=per_pair, honeypots=str(gold) if gold else None,
                        honeypot_rate=honeypot_rate, assignment_ttl_s=ttl)
     return db, res.tokens, res.admin_token

@@ -136,11 +136,14 @@ def test_label_ai_refuses_scoring_judges(tmp_path, capsys):
 def test_label_ai_with_a_local_llm_judge(tmp_path, capsys):
     # the tiny random model's verdicts mean nothing; what is checked is the plumbing: every principle's own
     # prompt reaches the model (the template), both orders are combined, and the output is valid
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(3))
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(2))
+    const = tmp_path / "c.yaml"
+    const.write_text("- name: style\n  question: Which is better written?\n")
     out = tmp_path / "ai.jsonl"
-    assert main(["label", "ai", "--judge", "llm:tiny-llama", "--pairs", str(pairs), "-o", str(out)]) == 0
+    assert main(["label", "ai", "--judge", "llm:tiny-llama", "--pairs", str(pairs), "-o", str(out),
+                 "--constitution", str(const)]) == 0
     got = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(got) == 3 and all(r["annotator"] == "llm:tiny-llama" for r in got)
-    assert all(set(r["attributes"]) == {"helpfulness", "harmlessness", "honesty", "style"} for r in got)
+    assert len(got) == 2 and all(r["annotator"] == "llm:tiny-llama" for r in got)
+    assert all(set(r["attributes"]) == {"style"} for r in got)
     assert all(r["confidence"] in (0.5, 0.75, 1.0) and r["close"] == (r["confidence"] == 0.5) for r in got)
     assert main(["data", "check", str(out)]) == 0

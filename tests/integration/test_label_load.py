@@ -1,6 +1,6 @@
 """Concurrency and durability against a real `preftune label serve` subprocess on 127.0.0.1:
 
-- 10 raters in threads label until the server answers 204: every 201 is one stored label, none lost or
+- 10 raters in threads, split over two server processes on one SQLite file, label until they get 204: every 201 is one stored label, none lost or
   duplicated, and each pair got exactly K labels from K different raters;
 - the server SIGKILLed in the middle of such a load and restarted on the same database: every acknowledged
   (201) label is in the export, and the assignments that were open (fetched, not submitted) are served
@@ -72,10 +72,12 @@ def _db_labels(db) -> list[Label]:
 def test_ten_concurrent_raters_lose_and_duplicate_nothing(tmp_path):
     names = [f"r{i}" for i in range(10)]
     db, tokens, _ = make_project(tmp_path, num_pairs=12, raters=names, per_pair=3)
-    proc, url = start_server(db)
+    # two server processes on one SQLite file: only BEGIN IMMEDIATE keeps them from handing a pair's last slot
+    # to two raters at once (within one process a mutex does)
+    servers = [start_server(db), start_server(db)]
     acked: list = []
     try:
-        threads = [Rater(url, n, tokens[n], acked) for n in names]
+        threads = [Rater(servers[i % 2][1], n, tokens[n], acked) for i, n in enumerate(names)]
         for t in threads:
             t.start()
         for t in threads:
@@ -83,7 +85,8 @@ def test_ten_concurrent_raters_lose_and_duplicate_nothing(tmp_path):
         assert all(t.finished for t in threads)
         assert not any(code >= 500 for t in threads for code in t.statuses), [t.statuses for t in threads]
     finally:
-        stop_server(proc)
+        for proc, _ in servers:
+            stop_server(proc)
     labels = _db_labels(db)
     assert len(acked) == 36 and len(labels) == 36  # 12 pairs x K = 3: every 201 stored, nothing more
     assert len({lid for _, _, lid in acked}) == 36 and {lid for _, _, lid in acked} == {x.id for x in labels}

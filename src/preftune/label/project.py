@@ -11,6 +11,7 @@ from preftune.data.records import PairRecord, RatedRecord
 from preftune.label.store import (
     ADMIN,
     DEFAULT_RUBRIC,
+    MAX_ITEM_ID,
     NAME_RE,
     Base,
     Meta,
@@ -78,6 +79,8 @@ def _pair_rows(items: list[tuple[str, PairRecord]], honeypot: bool, seen: dict[s
     rows = []
     for where, rec in items:
         item = rec.id if rec.id is not None else where.rsplit("/", 1)[-1]
+        if len(item) > MAX_ITEM_ID:
+            raise ValueError(f"{where}: id: is {len(item)} characters long; at most {MAX_ITEM_ID} are kept")
         if item in seen:
             raise ValueError(f"{where}: id: {item!r} is also the id of {seen[item]}; every item needs its own id")
         seen[item] = where

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 DEFAULT_RUBRIC = ("helpfulness", "harmlessness", "honesty", "style")
+MAX_ITEM_ID = 200  # characters of an item's id (the column's size on databases that enforce it)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ADMIN = "admin"  # the role of admin tokens (a role, not a rater name: rater names cannot clash with it)
 
@@ -61,14 +62,14 @@ class Pair(Base):
     `chosen`). A honeypot has `gold`: "1", "2" (that response is better) or "tie"."""
     __tablename__ = "pairs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    item: Mapped[str] = mapped_column(String(200), unique=True)
+    item: Mapped[str] = mapped_column(String(MAX_ITEM_ID), unique=True)
     prompt: Mapped[list] = mapped_column(JSON)
     response_1: Mapped[list] = mapped_column(JSON)
     response_2: Mapped[list] = mapped_column(JSON)
     category: Mapped[str | None] = mapped_column(String(200))
     source: Mapped[str | None] = mapped_column(String(200))
     gold: Mapped[str | None] = mapped_column(String(4))
-    where: Mapped[str] = mapped_column(String(400))  # FILE:LINE it was read from
+    where: Mapped[str] = mapped_column(Text)  # FILE:LINE it was read from
 
 
 class Principal(Base):
