@@ -84,7 +84,7 @@ def _labels(url: str) -> list[Label]:
 
 def test_assignment_refusals_and_export_on_postgres(tmp_path, pg_url):
     db, tokens, _ = make_project(tmp_path, num_pairs=3, raters=("alice", "bob", "carol"), per_pair=2, db=pg_url)
-    with TestClient(create_app(db)) as client:
+    with TestClient(create_app(db, "disagreement")) as client:  # its SQL (CASE, COUNT DISTINCT) on PostgreSQL
         for rater in ("alice", "bob", "carol"):
             head = {"Authorization": f"Bearer {tokens[rater]}"}
             while (r := client.get("/api/next", headers=head)).status_code == 200:

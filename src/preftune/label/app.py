@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from preftune.label import pages
 from preftune.label.assign import CHOICES, MAX_RATIONALE, ApiError, next_assignment, progress, submit_label
+from preftune.label.select import Select
 from preftune.label.stats import project_stats
 from preftune.label.store import (
     ADMIN,
@@ -93,13 +94,14 @@ Rater = Annotated[Principal, Depends(_rater)]
 Admin = Annotated[Principal, Depends(_admin)]
 
 
-def create_app(db: str) -> FastAPI:
+def create_app(db: str, select_mode: str = "order") -> FastAPI:
     engine = make_engine(db)
     Sessions = sessions(engine)
     with Sessions() as s:
         conf = settings(s)
     if "labels_per_pair" not in conf:
         raise ValueError(f"--db {db} holds no labelling project; run `preftune label init` first")
+    conf["select"] = Select.parse(select_mode)
     app = FastAPI(title="preftune label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
     Reads = app.state.read_sessions = read_sessions(engine)

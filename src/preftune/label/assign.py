@@ -6,7 +6,7 @@ Rules:
 - a rater's open assignment is served again (after a reload, a lost reply, or a server restart) until it
   is labelled; an expired one is served again while its pair still has a free slot;
 - among pairs with free slots, the most advanced goes first (complete items early, so that agreement can
-  be measured while labelling goes on), then input order;
+  be measured while labelling goes on), then input order; `--select` changes this (select.py);
 - honeypots (pairs with a known answer) are drawn with probability `honeypot_rate` while regular work
   remains, each at most once per rater; they look like any other assignment (same fields, random id);
 - the order shown is drawn per assignment (`a_is_1`) and kept with the label.
@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from preftune.data.records import render_text
+from preftune.label.select import Select, order_free_pairs
 from preftune.label.store import Assignment, Label, Meta, Pair, Principal, utcnow
 
 CHOICES = ("a_much_better", "a_better", "tie", "b_better", "b_much_better")
@@ -53,14 +54,14 @@ def _taken(now: datetime):
             .where(live).group_by(Assignment.pair_id).subquery())
 
 
-def _free_pairs(s: Session, rater: Principal, per_pair: int, now: datetime, exclude: str | None = None):
-    """Regular pairs this rater has never been given that have a free slot, most advanced first."""
+def _free_pairs(s: Session, rater: Principal, settings: dict, now: datetime):
+    """Regular pairs this rater has never been given that have a free slot, in the order of `--select`."""
     taken = _taken(now)
     mine = select(Assignment.pair_id).where(Assignment.rater_id == rater.id)
     n = func.coalesce(taken.c.n, 0)
     q = (select(Pair).outerjoin(taken, taken.c.pair_id == Pair.id)
-         .where(Pair.gold.is_(None), Pair.id.not_in(mine), n < per_pair).order_by(n.desc(), Pair.id))
-    return q
+         .where(Pair.gold.is_(None), Pair.id.not_in(mine), n < settings["labels_per_pair"]))
+    return order_free_pairs(q, settings.get("select", Select.ORDER), n)
 
 
 def _payload(a: Assignment, pair: Pair, rubric: list[str]) -> dict:
@@ -102,7 +103,7 @@ def next_assignment(s: Session, rater: Principal, settings: dict) -> dict | None
     if current is not None and _reopen(s, current, settings, now):
         return _payload(current, s.get(Pair, current.pair_id), rubric)
     s.flush()
-    pair = s.scalars(_free_pairs(s, rater, settings["labels_per_pair"], now).limit(1)).first()
+    pair = s.scalars(_free_pairs(s, rater, settings, now).limit(1)).first()
     if pair is None:
         return None
     if settings["honeypot_rate"] > 0 and _RNG.random() < settings["honeypot_rate"]:
@@ -148,7 +149,7 @@ def progress(s: Session, rater: Principal, settings: dict) -> dict:
     now = utcnow()
     done = s.scalar(select(func.count(Label.id)).where(Label.rater_id == rater.id)) or 0
     free = s.scalar(select(func.count()).select_from(
-        _free_pairs(s, rater, settings["labels_per_pair"], now).subquery())) or 0
+        _free_pairs(s, rater, settings, now).subquery())) or 0
     open_now = s.scalar(select(func.count(Assignment.id)).where(and_(
         Assignment.rater_id == rater.id, Assignment.done.is_(False)))) or 0
     return {"labelled": done, "remaining": free + open_now}

@@ -58,6 +58,11 @@ def register(sub) -> None:
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network, "
                         "put it behind TLS)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--select", default="order", choices=("order", "disagreement", "uncertainty"),
+                   help="which pair with a free slot is served next: order (the most advanced, then input order; "
+                        "default), disagreement (pairs the raters split on first), uncertainty (pairs the --rm "
+                        "reward model or ensemble is least sure of first: predictive entropy, scored at start)")
+    p.add_argument("--rm", metavar="RUN", help="reward model run folder (or ensemble) for --select uncertainty")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write every label as preftune pair rows",
@@ -130,7 +135,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"preftune: warning: --host {args.host} exposes the labelling server (and its tokens, sent in clear "
               "text over HTTP) to the network; put it behind a TLS proxy", file=sys.stderr)
-    app = create_app(args.db)
+    if (args.select == "uncertainty") != (args.rm is not None):
+        raise ValueError("--select uncertainty needs --rm RUN, and --rm is only used by --select uncertainty")
+    if args.rm is not None:
+        from preftune.label.select import score_uncertainty
+        from preftune.label.store import make_engine, sessions
+
+        engine = make_engine(args.db)
+        try:
+            with sessions(engine).begin() as s:
+                n = score_uncertainty(s, args.rm)
+        finally:
+            engine.dispose()
+        print(f"preftune label: scored {n} pairs with {args.rm} (predictive entropy)", file=sys.stderr)
+    app = create_app(args.db, args.select)
     print(f"preftune label: serving {args.db} on http://{args.host}:{args.port}/ (admin: /admin)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -70,6 +70,7 @@ class Pair(Base):
     source: Mapped[str | None] = mapped_column(String(200))
     gold: Mapped[str | None] = mapped_column(String(4))
     where: Mapped[str] = mapped_column(Text)  # FILE:LINE it was read from
+    priority: Mapped[float | None] = mapped_column(Float)  # `serve --select uncertainty`: higher is served first
 
 
 class Principal(Base):
