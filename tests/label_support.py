@@ -41,8 +41,8 @@ def make_project(tmp: Path, num_pairs: int = 4, raters=("alice", "bob"), per_pai
     pairs = write_jsonl(tmp / "pairs.jsonl", pair_rows(num_pairs, xss_first=xss_first))
     gold = write_jsonl(tmp / "gold.jsonl", pair_rows(num_gold, prefix="g")) if num_gold else None
     db = db or tmp / "label.db"
-    res = init_project(str(db), str(pairs), raters=list(raters), per_pair=per_pair, honeypots=str(gold) if gold else None,
-                       honeypot_rate=honeypot_rate, assignment_ttl_s=ttl)
+    res = init_project(str(db), str(pairs), raters=list(raters), per_pair=per_pair,
+                       honeypots=str(gold) if gold else None, honeypot_rate=honeypot_rate, assignment_ttl_s=ttl)
     return db, res.tokens, res.admin_token
 
 

@@ -1,7 +1,7 @@
 """Concurrency and durability against a real `preftune label serve` subprocess on 127.0.0.1:
 
-- 10 raters in threads, split over two server processes on one SQLite file, label until they get 204: every 201 is one stored label, none lost or
-  duplicated, and each pair got exactly K labels from K different raters;
+- 10 raters in threads, split over two server processes on one SQLite file, label until they get 204: every
+  201 is one stored label, none lost or duplicated, and each pair got exactly K labels from K different raters;
 - the server SIGKILLed in the middle of such a load and restarted on the same database: every acknowledged
   (201) label is in the export, and the assignments that were open (fetched, not submitted) are served
   again to their raters and can be labelled.

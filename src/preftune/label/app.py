@@ -183,4 +183,5 @@ def _recent(s, limit: int = 20) -> list[dict]:
     q = (select(Label, Pair, Principal.name).join(Pair, Pair.id == Label.pair_id)
          .join(Principal, Principal.id == Label.rater_id).order_by(Label.id.desc()).limit(limit))
     return [{"rater": name, "item": pair.item, "prompt": render_text(pair.prompt)[:200], "choice": label.choice,
-             "honeypot": pair.gold is not None, "seconds": round(label.seconds, 1)} for label, pair, name in s.execute(q)]
+             "honeypot": pair.gold is not None, "seconds": round(label.seconds, 1)}
+            for label, pair, name in s.execute(q)]

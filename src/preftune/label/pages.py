@@ -139,7 +139,9 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (!typing || e.ctrlKey)) { e.preventDefault(); submit(); return; }
   if (!typing && KEYS[e.key] && current) { e.preventDefault(); select(KEYS[e.key]); }
 });
-for (const b of document.querySelectorAll("#choices button")) b.addEventListener("click", () => select(b.dataset.choice));
+for (const b of document.querySelectorAll("#choices button")) {
+  b.addEventListener("click", () => select(b.dataset.choice));
+}
 $("submit").addEventListener("click", submit);
 if (readToken()) load(); else askToken(load);
 """

@@ -80,7 +80,8 @@ def _flags(r: dict) -> list[str]:
     flags = []
     if r["honeypot_interval"] and r["honeypot_interval"][1] < FLAG_HONEYPOT_UPPER:
         flags.append(f"honeypot accuracy {r['honeypot_accuracy']:.2f}, interval below {FLAG_HONEYPOT_UPPER}")
-    if r["kappa_with_others"] is not None and r["num_shared"] >= FLAG_MIN_SHARED and r["kappa_with_others"] < FLAG_KAPPA:
+    kappa = r["kappa_with_others"]
+    if kappa is not None and r["num_shared"] >= FLAG_MIN_SHARED and kappa < FLAG_KAPPA:
         flags.append(f"kappa with others {r['kappa_with_others']:.2f} < {FLAG_KAPPA}")
     share = r["first_shown_share"]
     if share is not None and r["num_decided"] >= FLAG_MIN_DECIDED and not FLAG_POSITION[0] <= share <= FLAG_POSITION[1]:
