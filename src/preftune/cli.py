@@ -15,7 +15,8 @@ import sys
 COMMANDS: dict[str, list[str]] = {
     "": ["preftune.quickstart", "preftune.eval.score", "preftune.eval.bon", "preftune.eval.sample_pairs",
          "preftune.report.commands"],
-    "data": ["preftune.data.commands", "preftune.data.convert", "preftune.world.generate"],
+    "data": ["preftune.data.commands", "preftune.data.convert", "preftune.world.generate",
+             "preftune.label.constitutional"],
     "train": ["preftune.train.commands"],
     "eval": ["preftune.eval.commands", "preftune.eval.rm"],
     "label": ["preftune.label.commands"],
