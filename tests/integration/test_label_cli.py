@@ -130,3 +130,29 @@ def test_end_to_end_init_label_export_check_train(tmp_path, capsys):
     assert [m["step"] for m in metrics if "train/loss" in m] == [1, 2]
     assert all(math.isfinite(m["train/loss"]) and math.isfinite(m["train/grad_norm"]) for m in metrics
                if "train/loss" in m)
+
+
+def test_init_reads_other_formats_and_rated_rows(tmp_path, capsys):
+    from sqlalchemy import select
+
+    from preftune.label.store import Pair, make_engine, read_sessions
+
+    trl = write_jsonl(tmp_path / "trl.jsonl", [{"prompt": f"q{i}", "chosen": f"yes {i}", "rejected": f"no {i}"}
+                                               for i in range(2)])
+    assert main(["label", "init", "--db", str(tmp_path / "a.db"), "--pairs", str(trl), "--from", "trl"]) == 0
+    hh = write_jsonl(tmp_path / "hh.jsonl", [{"chosen": "\n\nHuman: hi\n\nAssistant: hello",
+                                              "rejected": "\n\nHuman: hi\n\nAssistant: go away"},
+                                             {"chosen": "no turns here", "rejected": "none"}])
+    assert main(["label", "init", "--db", str(tmp_path / "b.db"), "--pairs", str(hh), "--from", "hh"]) == 1
+    err = capsys.readouterr().err
+    assert "1 row(s) could not be converted from hh; nothing was loaded" in err and f"{hh}:2:" in err
+    rated = write_jsonl(tmp_path / "rated.jsonl", [{"prompt": "q", "completions": ["a", "bb", "ccc"],
+                                                    "scores": [1, 2, 3]}])
+    assert main(["label", "init", "--db", str(tmp_path / "c.db"), "--pairs", str(rated)]) == 0
+    engine = make_engine(str(tmp_path / "c.db"))
+    with read_sessions(engine)() as s:
+        pairs = [(p.item, p.response_1[0]["content"], p.response_2[0]["content"]) for p in s.scalars(select(Pair))]
+    engine.dispose()
+    # 3 completions with distinct scores -> 3 pairs, the higher-scored first, each its own item
+    assert sorted(pairs) == [("rated.jsonl:1:0", "ccc", "bb"), ("rated.jsonl:1:1", "ccc", "a"),
+                             ("rated.jsonl:1:2", "bb", "a")]

@@ -53,7 +53,7 @@ class LabelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     assignment_id: str = Field(min_length=1, max_length=64)
     choice: Choice
-    attributes: dict[str, Side] = Field(default_factory=dict)
+    attributes: dict[str, Side] = Field(default_factory=dict, max_length=64)
     rationale: str = Field(default="", max_length=MAX_RATIONALE)
 
 

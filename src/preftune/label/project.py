@@ -45,8 +45,10 @@ def read_pairs(path: str, fmt: str = "preftune") -> list[tuple[str, PairRecord]]
     if fmt == "preftune":
         for line, rec in read_located(path):
             where = f"{path}:{line}"
-            if isinstance(rec, RatedRecord):
-                out += [(where, p) for p in rec.to_pairs()]
+            if isinstance(rec, RatedRecord):  # each pair of completions is an item (ids ID:a>b, or FILE:LINE:a>b)
+                for p in rec.to_pairs():
+                    p.id = p.id or f"{Path(path).name}:{line}:{len(out)}"
+                    out.append((where, p))
             elif isinstance(rec, PairRecord):
                 out.append((where, rec))
             else:
