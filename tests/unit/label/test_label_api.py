@@ -268,3 +268,38 @@ def test_stats_match_hand_computed_kappa_wilson_and_biases(tmp_path):
     assert rows["alice"]["first_shown_share"] == round(firsts["alice"] / 6, 4)
     assert rows["alice"]["longer_share"] == 0.5 and rows["bob"]["longer_share"] == 0.5  # 3 of 6 picked "1"
     assert rows["alice"]["num_labels"] == 6 and rows["alice"]["tie_rate"] == 0.0
+
+
+def _expire(db, assignment_id: str) -> None:
+    engine = make_engine(str(db))
+    with sessions(engine).begin() as s:
+        a = s.get(Assignment, assignment_id)
+        a.served_at -= timedelta(hours=2)
+        a.expires_at = a.served_at + timedelta(seconds=1)
+    engine.dispose()
+
+
+def test_an_expired_assignment_frees_its_slot_and_is_renewed_only_while_the_pair_has_room(tmp_path):
+    db, tokens, _ = make_project(tmp_path, num_pairs=1, raters=("alice", "bob"), per_pair=1)
+    with TestClient(create_app(str(db))) as client:
+        alice, bob = bearer(tokens["alice"]), bearer(tokens["bob"])
+        first = client.get("/api/next", headers=alice).json()
+        assert client.get("/api/next", headers=bob).status_code == 204  # K = 1: alice holds the only slot
+        _expire(db, first["assignment_id"])
+        again = client.get("/api/next", headers=alice).json()  # still room: renewed, same assignment
+        assert again["assignment_id"] == first["assignment_id"]
+        assert label(client, tokens["alice"], again).status_code == 201
+
+    (tmp_path / "b").mkdir()
+    db, tokens, _ = make_project(tmp_path / "b", num_pairs=1, raters=("alice", "bob"), per_pair=1)
+    with TestClient(create_app(str(db))) as client:
+        alice, bob = bearer(tokens["alice"]), bearer(tokens["bob"])
+        first = client.get("/api/next", headers=alice).json()
+        _expire(db, first["assignment_id"])
+        taken = client.get("/api/next", headers=bob).json()  # the expired slot is free: bob gets the pair
+        assert item_of(db, taken["assignment_id"]).item == "p0"
+        assert label(client, tokens["bob"], taken).status_code == 201
+        assert client.get("/api/next", headers=alice).status_code == 204  # full now: alice's is dropped
+        r = label(client, tokens["alice"], first)
+        assert r.status_code == 404  # dropped, so unknown; nothing written
+    assert n_labels(db) == 1
