@@ -99,7 +99,7 @@ def test_ten_concurrent_raters_lose_and_duplicate_nothing(tmp_path):
 
 def test_sigkill_mid_load_keeps_every_acknowledged_label_and_serves_open_assignments_again(tmp_path):
     names = [f"r{i}" for i in range(6)]
-    db, tokens, _ = make_project(tmp_path, num_pairs=30, raters=names, per_pair=2)
+    db, tokens, _ = make_project(tmp_path, num_pairs=60, raters=names, per_pair=2)  # 120 labels: killed well before
     proc, url = start_server(db)
     acked: list = []
     threads = [Rater(url, n, tokens[n], acked) for n in names[1:]]
