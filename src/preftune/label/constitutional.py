@@ -74,8 +74,8 @@ def cmd_constitutional(args: argparse.Namespace) -> int:
 
     sft_out = Path(args.sft_out or f"{args.output}.sft.jsonl")
     skipped_out = Path(f"{args.output}.skipped.jsonl")
-    check_outputs([rows_output("-o", args.output), rows_output("--sft-out", sft_out), ("OUT.skipped.jsonl", skipped_out)],
-                  [("--prompts", args.prompts)], force=args.force)
+    outputs = [rows_output("-o", args.output), rows_output("--sft-out", sft_out), ("OUT.skipped.jsonl", skipped_out)]
+    check_outputs(outputs, [("--prompts", args.prompts)], force=args.force)
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise ValueError("--max-new-tokens and --batch-size must be at least 1")
     constitution = load_constitution(args.constitution)
