@@ -15,14 +15,17 @@ import sys
 COMMANDS: dict[str, list[str]] = {
     "": ["preftune.quickstart", "preftune.eval.score", "preftune.eval.bon", "preftune.eval.sample_pairs",
          "preftune.report.commands"],
-    "data": ["preftune.data.commands", "preftune.data.convert", "preftune.world.generate"],
+    "data": ["preftune.data.commands", "preftune.data.convert", "preftune.world.generate",
+             "preftune.label.constitutional"],
     "train": ["preftune.train.commands"],
     "eval": ["preftune.eval.commands", "preftune.eval.rm"],
+    "label": ["preftune.label.commands"],
 }
 GROUP_HELP = {
     "data": "check, convert, curate, split and describe preference data; generate the verifiable world",
     "train": "train an SFT policy, a reward model, or a policy with DPO and its family",
     "eval": "evaluate reward models and policies; run the regression gate",
+    "label": "collect comparisons: a labelling server with raters, honeypots and agreement; export pairs",
 }
 
 

@@ -155,6 +155,7 @@ class _SwapJudge:
 
     def __init__(self) -> None:
         self.info: dict = {"position_bias_rate": None}
+        self.template = JUDGE_PROMPT  # {prompt}, {first}, {second}; `label ai` asks per principle with its own
 
     def ask(self, prompts: list[str], firsts: list[str], seconds: list[str]) -> list[str]:
         raise NotImplementedError
@@ -189,7 +190,7 @@ class LocalLLMJudge(_SwapJudge):
         self.tok.padding_side = "left"  # the next-token logits are then all at the last column
         try:
             for i in range(0, len(prompts), 8):
-                batch = [render_prompt(self.tok, JUDGE_PROMPT.format(prompt=p, first=f, second=s))
+                batch = [render_prompt(self.tok, self.template.format(prompt=p, first=f, second=s))
                          for p, f, s in zip(prompts[i:i + 8], firsts[i:i + 8], seconds[i:i + 8])]
                 enc = self.tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
                 pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
@@ -319,7 +320,7 @@ class HTTPJudge(_SwapJudge):
         out = []
         for p, f, s in tqdm(list(zip(prompts, firsts, seconds)), desc=f"judge {self.endpoint}", unit="req",
                             leave=False):
-            out.append(parse_verdict(self._post(JUDGE_PROMPT.format(prompt=p, first=f, second=s))))
+            out.append(parse_verdict(self._post(self.template.format(prompt=p, first=f, second=s))))
         return out
 
 
