@@ -100,7 +100,7 @@ def test_label_ai_with_a_scripted_http_judge(tmp_path, judge_url, capsys):
     for row, src in zip(got, rows):
         assert row["chosen"][0]["content"] == src["chosen"]  # the longer one, in both orders
         assert row["confidence"] == 1.0 and row["close"] is False
-        assert row["annotator"] == f"http:{judge_url}"
+        assert row["annotator"] == judge_url  # the judge is named by its URL (itself a judge spec)
         assert row["attributes"] == {"long": "chosen", "short": "rejected", "pos": "tie", "same": "tie"}
         assert "overall: A/B" in row["rationale"] and "pos: A/A" in row["rationale"]
     assert got[0]["gold"] == "chosen"

@@ -90,6 +90,9 @@ def register(sub) -> None:
     p.add_argument("--key-env", default="OPENAI_API_KEY", help="environment variable holding an http: judge's key")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="pairs per judge call batch (default 8)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    from preftune.eval.commands import add_http_judge_flags
+
+    add_http_judge_flags(p)  # the same limits as eval policy: no redirects, retries, deadlines, a size cap
     p.set_defaults(func=cmd_ai)
 
 
@@ -191,7 +194,10 @@ def cmd_ai(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     principles = load_constitution(args.constitution)
     pairs = [rec for _, rec in read_pairs(args.pairs, args.fmt)]
-    judge = make_judge(args.judge, judge_model=args.judge_model, key_env=args.key_env)
+    from preftune.eval.commands import http_judge_options
+
+    judge = make_judge(args.judge, judge_model=args.judge_model, key_env=args.key_env,
+                       **(http_judge_options(args) if kind.value == "http" else {}))
     rows, summary = ai_label(judge, pairs, principles, batch=args.batch_size)
     n = write_rows(rows, args.output, overwrite=args.force)
     print(json.dumps(summary), file=sys.stderr)

@@ -144,25 +144,6 @@ def rl_order(groups: list[PlotGroup]) -> list[PlotGroup]:
     return sorted(groups, key=lambda g: rank.get(g.name, len(rank)))  # stable: the rest keep their order
 
 
-def aligned_points(x: Series, y: Series, origin: tuple[float, float] | None = None
-                   ) -> tuple[list[float], list[float], list[float]]:
-    """(steps, x values, y values) at the steps where both series have a finite value (first value of a
-    step when it is logged twice). `origin` = (step, x value) adds a point the metrics do not log, e.g.
-    step 0's KL of 0 (the RL policy starts as its reference), when y has that step and x does not."""
-    xs = {}
-    for st, v in zip(x.steps, x.values):
-        if math.isfinite(v):
-            xs.setdefault(st, v)
-    if origin is not None:
-        xs.setdefault(origin[0], origin[1])
-    out: dict[float, tuple[float, float]] = {}
-    for st, v in zip(y.steps, y.values):
-        if st in xs and math.isfinite(v):
-            out.setdefault(st, (xs[st], v))
-    steps = sorted(out)
-    return steps, [out[s][0] for s in steps], [out[s][1] for s in steps]
-
-
 def ema(values: Sequence[float], weight: float) -> list[float]:
     """Debiased exponential moving average (TensorBoard's smoothing); `weight` in [0, 1).
 
@@ -433,35 +414,5 @@ def plot_overoptimisation(x: Sequence[float], proxy: Sequence[float], judge: Seq
         ax.set_title("Over-optimisation: proxy vs judge")
         lines = [ln for ln in ax.get_lines() + ax2.get_lines() if not ln.get_label().startswith("_")]
         ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
-
-    return _render(draw)
-
-
-def plot_reward_vs_kl(curves: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]],
-                      xlabel: str = "KL to the reference") -> bytes:
-    """Reward (y) against the KL to the reference (x), one line per (label, steps, kl, reward) curve in
-    step order, its first and last points labelled with their step: the classic over-optimisation view
-    (Gao et al. 2023), where a reward bought with ever more KL shows as a curve that flattens or turns."""
-    styles = ("s--", "o-", "^-.", "D:")
-    colors = ("#2ca02c", "#1f77b4", "#9467bd", "#ff7f0e")
-
-    def draw(ax) -> None:
-        left_out = 0
-        for i, (label, steps, kl, reward) in enumerate(curves):
-            pts = [(s, x, y) for s, x, y in zip(steps, kl, reward)
-                   if all(math.isfinite(v) and abs(v) <= PLOT_LIMIT for v in (s, x, y))]
-            left_out += len(steps) - len(pts)
-            if not pts:
-                continue
-            ax.plot([p[1] for p in pts], [p[2] for p in pts], styles[i % len(styles)], color=colors[i % len(colors)],
-                    markersize=4, alpha=0.85, label=label)
-            for s, x, y in (pts[0], pts[-1]) if len(pts) > 1 else pts[:1]:
-                ax.annotate(f"step {s:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                            color=colors[i % len(colors)])
-        _note_left_out(ax, left_out)
-        ax.set_title("Reward vs KL to the reference")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("mean reward")
-        ax.legend(fontsize=8)
 
     return _render(draw)

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from preftune.report import plots, shapes
+from preftune.report import plots, rl_view, shapes
 from preftune.report.findings import Finding
 from preftune.report.fmt import (
     esc,
@@ -64,12 +64,12 @@ def reward_vs_kl_figures(series: dict[str, Series]) -> list[str]:
     curves = []
     for label, key in REWARD_VS_KL:
         if key in series:
-            steps, xs, ys = plots.aligned_points(kl, series[key], origin=(0.0, 0.0) if key.startswith("eval/") else None)
+            steps, xs, ys = rl_view.aligned_points(kl, series[key], origin=(0.0, 0.0) if key.startswith("eval/") else None)
             if steps:
                 curves.append((label, steps, xs, ys))
     if not curves:
         return []
-    return [figure("reward_vs_kl", plots.plot_reward_vs_kl(curves, "KL to the reference (train/kl, nats per token)"),
+    return [figure("reward_vs_kl", rl_view.plot_reward_vs_kl(curves, "KL to the reference (train/kl, nats per token)"),
                    "reward vs KL to the reference, in step order (the over-optimisation view)")]
 
 

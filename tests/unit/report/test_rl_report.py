@@ -12,7 +12,7 @@ import pytest
 from report_testlib import make_run, plot_names, section_of, visible_text
 
 from preftune.eval.guards import overoptimisation_report
-from preftune.report import headline, plots
+from preftune.report import plots, rl_view
 from preftune.report.html import build_report
 from preftune.report.run import load_run
 
@@ -115,25 +115,25 @@ def test_verdict_words_follow_the_gain(tmp_path, held_out, word, level, gain):
     assert verdict.group(1) == level
     assert verdict.group(2).startswith(f"The held-out reward {word}: 0.4 at step 0 → {held_out[-1]:g} at step 8 "
                                        f"({gain}), scored by gold.")
-    b = headline.rl_block(plots.extract_series(rl_rows(held_out)), {}, {"eval_reward": "gold", "algo": "grpo"})
+    b = rl_view.rl_block(plots.extract_series(rl_rows(held_out)), {}, {"eval_reward": "gold", "algo": "grpo"})
     assert (b.level, b.title) == (level, "Online RL (GRPO): held-out reward")
 
 
 def test_gain_word_needs_more_than_float_noise():
-    assert headline.gain_word(0.0, 0.4) == "did not rise"
-    assert headline.gain_word(1e-13, 0.4) == "did not rise"  # the same mean, recomputed
-    assert headline.gain_word(1e-6, 0.4) == "rose" and headline.gain_word(-1e-6, 0.4) == "fell"
+    assert rl_view.gain_word(0.0, 0.4) == "did not rise"
+    assert rl_view.gain_word(1e-13, 0.4) == "did not rise"  # the same mean, recomputed
+    assert rl_view.gain_word(1e-6, 0.4) == "rose" and rl_view.gain_word(-1e-6, 0.4) == "fell"
 
 
 def test_the_start_is_the_step_0_evaluation_and_the_end_the_highest_step():
     rows = [{"step": 4, "eval/reward": 0.9}, {"step": 0, "eval/reward": 0.2}, {"step": 2, "eval/reward": 0.5}]
-    g = headline.heldout_gain(plots.extract_series(rows))
+    g = rl_view.heldout_gain(plots.extract_series(rows))
     assert g["start"] == (0.0, 0.2) and g["end"] == (4.0, 0.9) and math.isclose(g["gain"], 0.7)
     # no step-0 evaluation: the first one, and the verdict says so
-    level, text = headline.rl_verdict(plots.extract_series([{"step": 2, "eval/reward": 0.5},
+    level, text = rl_view.rl_verdict(plots.extract_series([{"step": 2, "eval/reward": 0.5},
                                                             {"step": 6, "eval/reward": 0.25}]))
     assert level == "bad" and "step 2 (the first evaluation; none at step 0)" in text and "(−0.25)" in text
-    assert headline.heldout_gain(plots.extract_series([{"step": 0, "eval/reward": 0.5}])) is None
+    assert rl_view.heldout_gain(plots.extract_series([{"step": 0, "eval/reward": 0.5}])) is None
 
 
 def test_every_rl_plot_is_drawn_in_the_training_section_reward_first(tmp_path):
@@ -161,10 +161,10 @@ def test_reward_vs_kl_pairs_each_reward_with_the_kl_of_its_step():
     kl = plots.Series("train/kl", (1.0, 2.0, 4.0, 4.0), (0.1, 0.2, 0.4, 9.9))
     ev = plots.Series("eval/reward", (0.0, 2.0, 3.0, 4.0), (0.3, 0.35, 0.36, 0.5))
     # step 3 has no KL; step 4's first KL is used; step 0 gets KL 0 only when asked (the RL reference start)
-    assert plots.aligned_points(kl, ev) == ([2.0, 4.0], [0.2, 0.4], [0.35, 0.5])
-    assert plots.aligned_points(kl, ev, origin=(0.0, 0.0)) == ([0.0, 2.0, 4.0], [0.0, 0.2, 0.4], [0.3, 0.35, 0.5])
+    assert rl_view.aligned_points(kl, ev) == ([2.0, 4.0], [0.2, 0.4], [0.35, 0.5])
+    assert rl_view.aligned_points(kl, ev, origin=(0.0, 0.0)) == ([0.0, 2.0, 4.0], [0.0, 0.2, 0.4], [0.3, 0.35, 0.5])
     nan = plots.Series("train/reward", (1.0, 2.0), (float("nan"), 0.7))
-    assert plots.aligned_points(kl, nan) == ([2.0], [0.2], [0.7])
+    assert rl_view.aligned_points(kl, nan) == ([2.0], [0.2], [0.7])
 
 
 def guarded_run(tmp_path, name="hacked"):
@@ -269,7 +269,7 @@ def test_reward_vs_kl_draws_a_real_png_and_skips_what_cannot_be_drawn(monkeypatc
     from PIL import Image
 
     monkeypatch.undo()  # conftest's stand-in renderer off: matplotlib draws
-    png = plots.plot_reward_vs_kl([("held-out", [0.0, 2.0, 4.0], [0.0, 0.02, 0.05], [0.3, 0.4, 0.35]),
+    png = rl_view.plot_reward_vs_kl([("held-out", [0.0, 2.0, 4.0], [0.0, 0.02, 0.05], [0.3, 0.4, 0.35]),
                                    ("training", [1.0, 2.0, 3.0], [0.01, float("nan"), 1e308], [0.2, 0.3, 0.4])])
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size == (576, 306) and img.mode == "P"  # 6.4 x 3.4 in at 90 dpi, palette
