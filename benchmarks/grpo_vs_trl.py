@@ -13,7 +13,7 @@ of the process (the machine is shared: CPU seconds are the steadier measure).
     PREFTUNE_CACHE=.cache/preftune .venv/bin/python benchmarks/grpo_vs_trl.py --force
 
 Writes benchmarks/results/grpo_vs_trl.{json,md}. First-step loss parity on one fixed rollout batch is not
-measured here (the two draw different samples); see docs/paper_index.md for the formula comparison.
+measured here (the two draw different samples): benchmarks/grpo_loss_parity.py measures it.
 """
 
 from __future__ import annotations
