@@ -47,6 +47,8 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="overwrite OUT and the report if they exist")
     p.set_defaults(func=cmd_curate)
 
+    _register_audit(sub)
+
     p = sub.add_parser("split", help="train/test split by prompt (no prompt in both)",
                        description="Split by normalised prompt so that no prompt is in both splits; "
                                    "deterministic for a seed. Writes DIR/train.EXT and DIR/test.EXT.")
@@ -203,4 +205,67 @@ def cmd_split(args: argparse.Namespace) -> int:
           f"({len(res.train_indices) / n:.3f}) -> {train_p}")
     print(f"test:  {len(res.test_indices)} rows, {res.num_test_prompts} prompts ({res.test_frac:.3f}; "
           f"asked {args.test_frac}) -> {test_p}")
+    return 0
+
+
+def _register_audit(sub) -> None:
+    p = sub.add_parser("audit", help="labeller agreement, bias and calibration; Dawid-Skene; suspected mislabels",
+                       description="Audit a comparison file. Rows with the same prompt and responses are labels "
+                                   "of one item: raw agreement, Cohen's kappa per annotator pair, Fleiss' kappa, "
+                                   "Krippendorff's alpha (ties a third category), Dawid-Skene confusion matrices "
+                                   "and item posteriors, per-annotator length/position bias and honeypot accuracy "
+                                   "(rows with `gold`), with flags. A part whose columns are missing is skipped "
+                                   "with a one-line reason. JSON keys: see preftune.data.audit.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--gold", metavar="FILE", help="pair rows with known answers (honeypots): a row's `gold` "
+                                                 "verdict, else its chosen response wins; matched by prompt and responses")
+    p.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="cross-fitted mislabel scores with K folds (0 = skip: agreement and labeller statistics "
+                        "only, in seconds)")
+    p.add_argument("--ties", choices=("close", "none"), default="close",
+                   help="close: a row with `close: true` is a tie label (default); none: it keeps its preference")
+    p.add_argument("--json", metavar="OUT", help="write the full report as JSON here")
+    p.add_argument("--html", metavar="OUT", help="write an HTML page of the report here")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="suspicious items printed (default 10)")
+    p.add_argument("--force", action="store_true", help="overwrite --json / --html if they exist")
+    p.set_defaults(func=cmd_audit)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from preftune.data.audit import audit_report, format_summary, load_audit_rows
+    from preftune.data.paths import check_outputs
+    from preftune.data.records import PairRecord
+
+    outs = [(name, path) for name, path in (("--json", args.json), ("--html", args.html)) if path]
+    check_outputs(outs, [("FILE", args.file)] + ([("--gold", args.gold)] if args.gold else []), force=args.force)
+    if args.folds < 0 or args.folds == 1:
+        raise ValueError(f"--folds must be 0 (skip) or at least 2, got {args.folds}")
+    records, lines, invalid, notes = load_audit_rows(args.file)
+    if invalid:
+        raise _invalid_error(args.file, invalid, "fix them, or drop them with `preftune data curate --drop-invalid`")
+    if not records:
+        raise ValueError(f"{args.file}: no rows")
+    gold: list = []
+    if args.gold:
+        g_records, _, g_invalid, g_notes = load_audit_rows(args.gold)
+        if g_invalid:
+            raise _invalid_error(args.gold, g_invalid, "the gold file must hold valid pair rows")
+        gold = [r for r in g_records if isinstance(r, PairRecord)]
+        notes = [*notes, *g_notes]
+    report = {"input": args.file, "gold_file": args.gold,
+              **audit_report(records, lines, ties=args.ties, gold=gold, notes=notes)}
+    if args.folds:
+        from preftune.audit.noise import add_mislabel_scores
+
+        add_mislabel_scores(report, records, lines, folds=args.folds)
+    print(format_summary(report, top=args.top))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"report: {args.json}")
+    if args.html:
+        from preftune.audit.page import write_audit_page
+
+        write_audit_page(report, Path(args.html))
+        print(f"page: {args.html}")
     return 0
