@@ -104,8 +104,12 @@ def pair_matrices(pairs: Sequence[PairRecord], model: str | None = None):
     xc = text_features(prompts, [render_text(p.chosen) for p in pairs])
     xr = text_features(prompts, [render_text(p.rejected) for p in pairs])
     if model:
-        ec = encoder_embeddings([f"{q}\n{render_text(p.chosen)}" for q, p in zip(prompts, pairs)], model)
-        er = encoder_embeddings([f"{q}\n{render_text(p.rejected)}" for q, p in zip(prompts, pairs)], model)
+        tc = [f"{q}\n{render_text(p.chosen)}" for q, p in zip(prompts, pairs)]
+        tr = [f"{q}\n{render_text(p.rejected)}" for q, p in zip(prompts, pairs)]
+        uniq = list(dict.fromkeys(tc + tr))  # each distinct text once (multi-labelled items repeat them)
+        emb = encoder_embeddings(uniq, model)
+        pos = {t: i for i, t in enumerate(uniq)}
+        ec, er = emb[[pos[t] for t in tc]], emb[[pos[t] for t in tr]]
         xc, xr = sparse.hstack([xc, sparse.csr_matrix(ec)]).tocsr(), sparse.hstack([xr, sparse.csr_matrix(er)]).tocsr()
     return xc, xr
 

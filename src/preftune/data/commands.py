@@ -222,6 +222,10 @@ def _register_audit(sub) -> None:
     p.add_argument("--folds", type=int, default=0, metavar="K",
                    help="cross-fitted mislabel scores with K folds (0 = skip: agreement and labeller statistics "
                         "only, in seconds)")
+    p.add_argument("--model", metavar="ENCODER",
+                   help="with --folds: add this frozen encoder's mean-pooled embeddings (e.g. minilm-l6) to the "
+                        "text features of the pairwise head")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold split (default 0)")
     p.add_argument("--ties", choices=("close", "none"), default="close",
                    help="close: a row with `close: true` is a tie label (default); none: it keeps its preference")
     p.add_argument("--json", metavar="OUT", help="write the full report as JSON here")
@@ -240,6 +244,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     check_outputs(outs, [("FILE", args.file)] + ([("--gold", args.gold)] if args.gold else []), force=args.force)
     if args.folds < 0 or args.folds == 1:
         raise ValueError(f"--folds must be 0 (skip) or at least 2, got {args.folds}")
+    if args.model and not args.folds:
+        raise ValueError("--model is used by the cross-fitted mislabel scores: give --folds K too")
     records, lines, invalid, notes = load_audit_rows(args.file)
     if invalid:
         raise _invalid_error(args.file, invalid, "fix them, or drop them with `preftune data curate --drop-invalid`")
@@ -257,7 +263,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.folds:
         from preftune.audit.noise import add_mislabel_scores
 
-        add_mislabel_scores(report, records, lines, folds=args.folds)
+        add_mislabel_scores(report, records, lines, folds=args.folds, model=args.model, seed=args.seed)
     print(format_summary(report, top=args.top))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
