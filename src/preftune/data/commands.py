@@ -44,6 +44,15 @@ def register(sub) -> None:
                         "1 keeps only exact matches of the shingle sets)")
     p.add_argument("--drop-invalid", action="store_true",
                    help="drop rows that fail validation (listed in the report) instead of stopping")
+    p.add_argument("--audit", metavar="AUDIT.json", help="an audit report of IN (`preftune data audit IN --json "
+                                                         "AUDIT.json`) to act on with one of the next three")
+    p.add_argument("--drop-suspected", metavar="Q", help="remove the most suspected rows: a share (0.1, 10%%) or a "
+                                                         "threshold (score:0.9)")
+    p.add_argument("--flip-suspected", metavar="Q", help="swap chosen and rejected of the most suspected rows (Q as "
+                                                         "for --drop-suspected); each flip is listed in `changed`")
+    p.add_argument("--aggregate", choices=("majority", "dawid-skene"),
+                   help="turn each multi-labelled item into one pair with `confidence` = the winning share or "
+                        "the Dawid-Skene posterior")
     p.add_argument("--force", action="store_true", help="overwrite OUT and the report if they exist")
     p.set_defaults(func=cmd_curate)
 
@@ -134,7 +143,9 @@ def cmd_curate(args: argparse.Namespace) -> int:
     if out.resolve() == Path(args.input).resolve():
         raise ValueError(f"{out}: the output would replace the input; write to another file")
     check_outputs([rows_output("-o", out), ("--report", report)],
-                  [("IN", args.input)] + [("--test-file", t) for t in args.test_file], force=args.force)
+                  [("IN", args.input)] + [("--test-file", t) for t in args.test_file]
+                  + ([("--audit", args.audit)] if args.audit else []), force=args.force)
+    audit = _read_audit(args)
     if args.max_length is not None and not args.tokenizer:
         raise ValueError("--max-length needs --tokenizer MODEL (lengths are counted in that model's tokens)")
     rows, records, lines, invalid = load_rows(args.input)
@@ -149,21 +160,50 @@ def cmd_curate(args: argparse.Namespace) -> int:
         from preftune.models import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)
+    acted, changed = [], []
+    if audit is not None:
+        from preftune.data.curate_audit import apply_audit, parse_selection
+
+        acts = apply_audit(rows, records, lines, audit, args.audit,
+                           drop=parse_selection(args.drop_suspected, "--drop-suspected") if args.drop_suspected else None,
+                           flip=parse_selection(args.flip_suspected, "--flip-suspected") if args.flip_suspected else None,
+                           aggregate=args.aggregate)
+        rows, records, lines, acted, changed = acts.rows, acts.records, acts.lines, acts.removed, acts.changed
     result = curate_records(records, lines=lines, test_prompts=load_test_prompts(args.test_file),
                             tokenizer=tokenizer, max_length=args.max_length,
                             near_dup_threshold=args.near_dup_threshold)
-    result = merge_removals(result, [Removal(line, None, Reason.INVALID, msg) for line, msg in invalid])
+    result = merge_removals(result, [Removal(line, None, Reason.INVALID, msg) for line, msg in invalid] + acted)
     write_rows([rows[i] for i in result.kept_indices], out, overwrite=args.force)
     body = {"input": args.input, "output": str(out), "test_files": args.test_file,
             "near_dup_threshold": args.near_dup_threshold, "max_length": args.max_length,
-            "tokenizer": args.tokenizer if tokenizer is not None else None, **result.report()}
+            "tokenizer": args.tokenizer if tokenizer is not None else None, **result.report(),
+            "audit": args.audit, "num_changed": len(changed), "changed": changed}
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items()) or "nothing"
     print(f"{args.input}: kept {len(result.kept)} of {result.num_input} rows -> {out}")
     print(f"removed {len(result.removed)}: {counts}")
+    if audit is not None:
+        print(f"changed {len(changed)} row(s) from the audit (each listed in the report's `changed`)")
     print(f"report (every removed row with its line and reason): {report}")
     return 0
+
+
+def _read_audit(args: argparse.Namespace) -> dict | None:
+    actions = [a for a in (args.drop_suspected, args.flip_suspected, args.aggregate) if a]
+    if not args.audit:
+        if actions:
+            raise ValueError("--drop-suspected / --flip-suspected / --aggregate act on an audit: give --audit AUDIT.json")
+        return None
+    if not actions:
+        raise ValueError("--audit needs an action: --drop-suspected Q, --flip-suspected Q or --aggregate HOW")
+    try:
+        audit = json.loads(Path(args.audit).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{args.audit}:{e.lineno}: not JSON ({e.msg}); give the --json file of `preftune data audit`")
+    if not isinstance(audit, dict):
+        raise ValueError(f"{args.audit}: not an audit report (expected a JSON object)")  # noqa: TRY004 (user input)
+    return audit
 
 
 def _suffix(path: Path) -> str:
