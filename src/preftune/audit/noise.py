@@ -131,7 +131,10 @@ def cross_fit(xc, xr, groups: Sequence[str], folds: int, seed: int = 0, c: float
         raise ValueError(f"--folds {folds} needs at least {folds} distinct prompts; the file has {uniq}")
     p = np.full(n, np.nan)
     splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train_idx, test_idx in splitter.split(np.zeros(n), groups=list(groups)):
+    from tqdm import tqdm
+
+    split = splitter.split(np.zeros(n), groups=list(groups))
+    for train_idx, test_idx in tqdm(split, total=folds, desc="cross-fit", unit="fold", leave=False):
         tr = train_idx[mask[train_idx]]
         x = sparse.vstack([d[tr], -d[tr]]).tocsr()
         y = np.concatenate([np.ones(len(tr)), np.zeros(len(tr))])

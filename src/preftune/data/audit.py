@@ -238,6 +238,10 @@ def format_summary(report: dict, top: int = 10) -> str:
     out += [f"note: {n}" for n in report["notes"][:10]]
     if len(report["notes"]) > 10:
         out.append(f"note: ... and {len(report['notes']) - 10} more (see the JSON report)")
+    ref = report.get("length_reference") or {}
+    if ref.get("overall") is not None:
+        out.append(f"'longer wins' in {ref['overall']:.1%} of the labels where lengths differ (median labeller "
+                   f"{_fmt(ref['median_labeller'], '.1%')}); a labeller's length bias is against the median labeller")
     ag = report["agreement"]
     if ag:
         out.append(f"agreement on {ag['num_items']} items ({ag['num_labels']} labels): raw {_fmt(ag['raw'])}, "
