@@ -30,6 +30,7 @@ from preftune.data.records import PairRecord, Record, render_text
 _WORD = re.compile(r"[a-z0-9]+")
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
 _NUM_HASH = 2 ** 14
+_CROSS_WORDS = 24  # distinct words of the prompt and of the response paired (24 x 24 hashed pairs at most)
 
 
 def _json_ok(text: str) -> float:
@@ -65,8 +66,8 @@ def text_features(prompts: Sequence[str], responses: Sequence[str]):
                               norm="l2")
     joined = []
     for p, r in zip(prompts, responses):
-        pw = sorted(set(_WORD.findall(p.lower())))[:40]
-        rw = sorted(set(_WORD.findall(r.lower())))[:40]
+        pw = sorted(set(_WORD.findall(p.lower())))[:_CROSS_WORDS]
+        rw = sorted(set(_WORD.findall(r.lower())))[:_CROSS_WORDS]
         joined.append(" ".join(f"{a}|{b}" for a in pw for b in rw))
     dense = np.array([dense_features(p, r) for p, r in zip(prompts, responses)], dtype=np.float64)
     # fixed scales (no statistics of the data, so chosen and rejected get the same map and the head's
@@ -101,8 +102,14 @@ def pair_matrices(pairs: Sequence[PairRecord], model: str | None = None):
     from scipy import sparse
 
     prompts = [render_text(p.prompt) for p in pairs]
-    xc = text_features(prompts, [render_text(p.chosen) for p in pairs])
-    xr = text_features(prompts, [render_text(p.rejected) for p in pairs])
+    keys_c = [(q, render_text(p.chosen)) for q, p in zip(prompts, pairs)]
+    keys_r = [(q, render_text(p.rejected)) for q, p in zip(prompts, pairs)]
+    # each distinct (prompt, response) once: multi-labelled items and shared references (AlpacaEval
+    # compares every model with one reference answer per prompt) repeat them
+    uniq = list(dict.fromkeys(keys_c + keys_r))
+    pos = {k: i for i, k in enumerate(uniq)}
+    feats = text_features([q for q, _ in uniq], [r for _, r in uniq])
+    xc, xr = feats[[pos[k] for k in keys_c]], feats[[pos[k] for k in keys_r]]
     if model:
         tc = [f"{q}\n{render_text(p.chosen)}" for q, p in zip(prompts, pairs)]
         tr = [f"{q}\n{render_text(p.rejected)}" for q, p in zip(prompts, pairs)]
