@@ -256,7 +256,7 @@ def _register_audit(sub) -> None:
                                    "and item posteriors, per-annotator length/position bias and honeypot accuracy "
                                    "(rows with `gold`), with flags. A part whose columns are missing is skipped "
                                    "with a one-line reason. JSON keys: see preftune.data.audit.")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a comparison file (any supported format)")
     p.add_argument("--gold", metavar="FILE", help="pair rows with known answers (honeypots): a row's `gold` "
                                                  "verdict, else its chosen response wins; matched by prompt and responses")
     p.add_argument("--folds", type=int, default=0, metavar="K",
