@@ -41,6 +41,10 @@ class Reason(str, enum.Enum):
     CONFLICT_MINORITY = "conflict_minority"
     CONFLICT_NO_MAJORITY = "conflict_no_majority"
     NEAR_DUPLICATE = "near_duplicate"
+    # acting on an audit report (data/curate_audit.py)
+    SUSPECTED_MISLABEL = "suspected_mislabel"
+    AGGREGATED = "aggregated"
+    AGGREGATE_NO_MAJORITY = "aggregate_no_majority"
 
 
 @dataclass

@@ -26,6 +26,9 @@ ROLES = ("system", "user", "assistant", "tool")
 META_FIELDS = ("id", "rationale", "annotator", "confidence", "close", "category", "attributes",
                "source", "margin")
 VERDICTS = ("chosen", "rejected", "tie")
+# Multi-labelled data (DESIGN.md section 2): optional keys kept in `extra`, checked here.
+# `shown_first`: which response the labeller saw first; `gold`: the known answer of a honeypot item.
+SHOWN_FIRST = ("chosen", "rejected")
 
 
 @dataclass
@@ -287,6 +290,7 @@ def parse_row(row: Any) -> tuple[Record | None, list[Problem]]:
     for k, v in extra.items():
         problems.extend(Problem(where, f"must be a finite number, got {show_number(x)}", nonfinite=True)
                         for where, x in nonfinite_paths(v, k))
+    _check_labelling(extra, problems)
     prompt = _conversation(row["prompt"], "prompt", "user", problems) if row.get("prompt") is not None else []
     rec: Record
     if kind == "pair":
@@ -314,6 +318,14 @@ def parse_row(row: Any) -> tuple[Record | None, list[Problem]]:
             scores = _scores(scores, comps, problems)
         rec = RatedRecord(prompt=prompt, completions=convs, scores=list(scores or []), extra=extra, **meta)
     return (rec if not problems else None), problems
+
+
+def _check_labelling(extra: dict, problems: list[Problem]) -> None:
+    """`shown_first` and `gold` (kept in `extra`) hold one of their allowed words when present."""
+    for key, allowed in (("shown_first", SHOWN_FIRST), ("gold", VERDICTS)):
+        v = extra.get(key)
+        if v is not None and v not in allowed:
+            problems.append(Problem(key, f"must be one of {', '.join(allowed)}, got {show_number(v)}"))
 
 
 def _scores(scores: Any, comps: Any, problems: list[Problem]) -> list | None:

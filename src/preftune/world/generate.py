@@ -235,11 +235,23 @@ def _longer_share(pairs: list[PairRecord]) -> float:
 
 def generate_world(num_pairs: int = 5000, seed: int = 0, noise: float = 0.0, length_bias: float = 0.0,
                    position_bias: float = 0.0, num_test_pairs: int = 1000,
-                   annotators: list[Annotator | dict] | None = None, output: str = "pair") -> WorldData:
+                   annotators: list[Annotator | dict] | None = None, output: str = "pair",
+                   labels_per_pair: int = 1, labellers: str | None = None, honeypot_share: float = 0.0) -> WorldData:
     """Generate the world. Deterministic for a seed. `output` shapes the training rows: "pair",
     "unpaired" (each pair as a desirable and an undesirable row, for KTO) or "rated" (one prompt,
-    several completions with gold scores; labellers do not apply). The test split is always clean pairs."""
+    several completions with gold scores; labellers do not apply). The test split is always clean pairs.
+    `labels_per_pair` > 1 or a `labellers` pool spec (world/pool.py) gives multi-labelled pair rows."""
     _check_args(num_pairs, num_test_pairs, noise, length_bias, position_bias, output)
+    multi = labels_per_pair > 1 or labellers is not None
+    if honeypot_share and not multi:
+        raise ValueError("honeypots are items of multi-labelled data: give labels_per_pair > 1 or labellers too")
+    if multi:
+        from preftune.world.pool import DEFAULT_POOL, parse_labellers
+
+        if annotators is not None or noise or length_bias or position_bias or output != "pair":
+            raise ValueError("labels_per_pair / labellers (a labeller pool) take pair output and replace "
+                             "noise, length_bias, position_bias and annotators; give one or the other")
+        annotators = parse_labellers(labellers or DEFAULT_POOL)
     annotators = (default_annotators(noise, length_bias, position_bias) if annotators is None
                   else [_annotator(a) for a in annotators])
     if not annotators or any(a.share < 0 for a in annotators) or sum(a.share for a in annotators) <= 0:
@@ -250,12 +262,19 @@ def generate_world(num_pairs: int = 5000, seed: int = 0, noise: float = 0.0, len
     train_items = _pairs(rng, num_pairs, "train", stats)
     test_items = _pairs(random.Random(seed * 1_000_003 + 7), num_test_pairs, "test", stats)
     test = [_pair_record(f"world-test-{seed}-{i}", t, c, None, True, None) for i, (t, c) in enumerate(test_items)]
-    pairs, changed = _label_train(random.Random(seed * 1_000_003 + 11), train_items, annotators, seed)
+    label_rng = random.Random(seed * 1_000_003 + 11)
+    if multi:
+        from preftune.world.pool import label_multi
+
+        pairs, changed = label_multi(label_rng, train_items, annotators, labels_per_pair, seed, honeypot_share)
+    else:
+        pairs, changed = _label_train(label_rng, train_items, annotators, seed)
     train: list = pairs if output == "pair" else _unpaired(pairs) if output == "unpaired" else \
         _rated(random.Random(seed * 1_000_003 + 13), train_items, seed)
     train_prompts = {t.prompt for t, _ in train_items}
     summary = {
         "seed": seed, "output": output, "num_train": len(train), "num_train_pairs": len(pairs), "num_test": len(test),
+        "num_train_items": len(train_items), "labels_per_pair": labels_per_pair if multi else 1,
         "noise_requested": noise, "length_bias": length_bias, "position_bias": position_bias,
         "label_changed_share": round(sum(changed.values()) / len(pairs), 4),
         "label_changed_by_kind": {k.value: sum(changed[a.name] for a in annotators if a.kind is k)
@@ -263,9 +282,7 @@ def generate_world(num_pairs: int = 5000, seed: int = 0, noise: float = 0.0, len
         "chosen_longer_share": _longer_share(pairs),
         "gold_better_longer_share": round(sum(len(c[1]) > len(c[2]) for _, c in train_items) / len(train_items), 4),
         "test_chosen_longer_share": _longer_share(test),
-        "annotators": {a.name: {"kind": a.kind.value, "rate": a.rate, "share": round(a.share, 4),
-                                "rows": sum(p.annotator == a.name for p in pairs), "changed": changed[a.name]}
-                       for a in annotators},
+        "annotators": {a.name: _annotator_summary(a, pairs, changed[a.name]) for a in annotators},
         "categories": _counts(p.category for p in pairs), "flaws": _counts(p.extra["flaw"] for p in pairs),
         "close_share": round(sum(bool(p.close) for p in pairs) / len(pairs), 4),
         "mean_margin": round(sum(p.margin for p in pairs) / len(pairs), 4),
@@ -275,6 +292,12 @@ def generate_world(num_pairs: int = 5000, seed: int = 0, noise: float = 0.0, len
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return WorldData(train=train, test=test, summary=summary)
+
+
+def _annotator_summary(a: Annotator, pairs: list[PairRecord], changed: int) -> dict:
+    rows = sum(p.annotator == a.name for p in pairs)
+    return {"kind": a.kind.value, "rate": a.rate, "share": round(a.share, 4), "rows": rows, "changed": changed,
+            "accuracy": round(1 - changed / rows, 4) if rows else None}
 
 
 def _counts(values) -> dict:
@@ -314,6 +337,16 @@ def register(sub) -> None:
     p.add_argument("--position-bias", type=float, default=0.0,
                    help="P(a position-biased labeller picks the answer shown first)")
     p.add_argument("--output", choices=OUTPUTS, default="pair", help="shape of the training rows")
+    p.add_argument("--labels-per-pair", type=int, default=1, metavar="K",
+                   help="label each training pair K times by distinct labellers of the --labellers pool "
+                        "(one row per label, each with its `annotator` and `shown_first`; truth in "
+                        "`gold_chosen_is_better` and `world_item`)")
+    p.add_argument("--labellers", metavar="SPEC",
+                   help="the labeller pool as kind:count[@rate],... (kinds clean, noisy, length, position; "
+                        "default rates 0, 0.3, 0.8, 0.8; default pool clean:4,noisy:2,length:1,position:1 "
+                        "when --labels-per-pair > 1); replaces --noise/--length-bias/--position-bias")
+    p.add_argument("--honeypots", type=float, default=0.0, metavar="F",
+                   help="share of multi-labelled items whose rows carry the known answer as `gold`")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing its files")
     p.set_defaults(func=run_world)
 
@@ -330,7 +363,8 @@ def run_world(args) -> int:
 
     check_writable(Output("-o", out, folder=True))  # a read-only folder fails now, not after generating
     world = generate_world(args.num_pairs, args.seed, args.noise, args.length_bias, args.position_bias,
-                           args.num_test_pairs, output=args.output)
+                           args.num_test_pairs, output=args.output, labels_per_pair=args.labels_per_pair,
+                           labellers=args.labellers, honeypot_share=args.honeypots)
     out.mkdir(parents=True, exist_ok=True)
     write_rows(world.train, out / "train.jsonl", overwrite=True)
     write_rows(world.test, out / "test.jsonl", overwrite=True)
