@@ -251,3 +251,51 @@ def message_text(m: dict) -> str:
 
 def is_agent_conversation(conv: list[dict]) -> bool:
     return any(m.get("tool_calls") or m.get("role") == "tool" for m in conv)
+
+
+# ----------------------------------------------------------------------------- rendering for chat templates
+
+TOOLS_PREAMBLE = ("You can call functions. Their JSON schemas are inside <tools></tools>:\n<tools>\n{tools}\n</tools>\n"
+                  "To call one, write <tool_call>{{\"name\": <function name>, \"arguments\": <arguments object>}}"
+                  "</tool_call>; each result comes back inside <tool_response></tool_response>.")
+
+
+def plain_messages(conv: list[dict], tools: list[dict]) -> list[dict]:
+    """The documented rendering for a chat template without tool support, as plain {"role", "content"}
+    messages any template accepts: the tool schemas (one JSON object a line) in the system turn (appended
+    to the first system message, or a new one first); an assistant's calls as `<tool_call>{json}</tool_call>`
+    lines after its text; each run of tool results as ONE user turn of `<tool_response>...</tool_response>`
+    blocks (templates that insist on alternating roles accept it). Earlier turns render the same whatever
+    follows them, so the prompt is a prefix of prompt + response."""
+    out: list[dict] = []
+    for m in conv:
+        if m["role"] == "tool":
+            block = f"{TOOL_RESPONSE_OPEN}{m['content']}{TOOL_RESPONSE_CLOSE}"
+            if out and out[-1].get("_tool_results"):
+                out[-1]["content"] += "\n" + block
+            else:
+                out.append({"role": "user", "content": block, "_tool_results": True})
+        else:
+            out.append({"role": m["role"], "content": message_text(m)})
+    out = [{"role": m["role"], "content": m["content"]} for m in out]
+    if tools:
+        preamble = TOOLS_PREAMBLE.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in tools))
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{preamble}"}
+        else:
+            out.insert(0, {"role": "system", "content": preamble})
+    return out
+
+
+def template_messages(conv: list[dict]) -> list[dict]:
+    """Messages for a chat template that supports tools (transformers' convention): the calls'
+    arguments as objects, tool results with their `tool_call_id` (and `name` when known)."""
+    out = []
+    for m in conv:
+        m = dict(m)
+        if m.get("tool_calls"):
+            m["tool_calls"] = [{**c, "function": {"name": c["function"]["name"], "arguments": decoded_arguments(c)
+                                                  if decoded_arguments(c) is not None else c["function"]["arguments"]}}
+                               for c in m["tool_calls"]]
+        out.append(m)
+    return out

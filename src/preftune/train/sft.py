@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from preftune.batching import collate_sequences_packed, collate_sequences_padded, to_device
+from preftune.batching import collate_sequences_packed, collate_sequences_padded, num_train_tokens, to_device
 from preftune.data.io import iter_raw
 from preftune.data.records import PairRecord, UnpairedRecord, parse_row
 from preftune.models import load_policy, load_tokenizer
@@ -76,7 +76,7 @@ def load_sft_data(path: str, tokenizer, cfg: SFTConfig):
     try:
         items, report = tokenize_completions([p for p, _ in rows], [c for _, c in rows], tokenizer,
                                              max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length,
-                                             on_overlong=cfg.on_overlong)
+                                             on_overlong=cfg.on_overlong, train_on=cfg.train_on)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     if not items:
@@ -143,7 +143,7 @@ def train_sft(cfg: SFTConfig) -> Path:
     module, optimizer, scheduler, loader, num_steps, plan = stage.prepare(
         cfg, accelerator, module, [len(it.prompt_ids) + len(it.completion_ids) for it in items], collate_mb)
     for mb in plan:
-        step_tokens[mb.step] = step_tokens.get(mb.step, 0) + sum(len(items[i].completion_ids) for i in mb.rows)
+        step_tokens[mb.step] = step_tokens.get(mb.step, 0) + sum(num_train_tokens(items[i]) for i in mb.rows)
     step, loader, _ = stage.resume(cfg, accelerator, run, loader, scheduler)
 
     # 4. train
