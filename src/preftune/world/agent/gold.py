@@ -112,12 +112,16 @@ def _judge_call(task: AgentTask, state: _State, call: dict) -> dict:
     return out
 
 
+def answer_correct(task: AgentTask, text: str) -> bool:
+    """The text holds the gold answer: a number equal to it, or the answer's words (case aside)."""
+    if task.numeric:
+        return any(_close(x, float(task.answer)) for x in numbers(text))
+    return task.answer.lower() in text.lower()
+
+
 def _judge_answer(task: AgentTask, state: _State, text: str) -> dict:
     nums = numbers(text)
-    if task.numeric:
-        correct = any(_close(x, float(task.answer)) for x in nums)
-    else:
-        correct = task.answer.lower() in text.lower()
+    correct = answer_correct(task, text)
     seen = " ".join(state.seen)
     seen_nums = numbers(seen)
     grounded = all(any(_close(x, y) for y in seen_nums) for x in nums) and all(
