@@ -28,13 +28,15 @@ def run_policy(args: argparse.Namespace) -> int:
     _positive("--max-new-tokens", args.max_new_tokens)
     _positive("--num-prompts", args.num_prompts)
     _positive("--batch-size", args.batch_size)
+    if args.tax_samples < 0 or args.tax_samples == 1:
+        raise ValueError(f"--tax-samples must be 0 (off) or at least 2 (diversity compares samples), got {args.tax_samples}")
     if args.json and Path(args.json).exists() and not args.force:
         raise ValueError(f"{args.json} exists; pass --force to overwrite it")
     prompts = read_prompts(args.prompts, args.num_prompts)
     judge = make_judge(args.judge, judge_model=args.judge_model, key_env=args.judge_key_env)
     r = evaluate_policy(args.model, args.baseline, prompts, judge, max_new_tokens=args.max_new_tokens,
                         batch_size=args.batch_size, seed=args.seed, out=args.json, overwrite=args.force,
-                        prompt_info=read_prompt_info(args.prompts, args.num_prompts))
+                        prompt_info=read_prompt_info(args.prompts, args.num_prompts), tax_samples=args.tax_samples)
     lo, hi = r["win_rate_ci95"]
     print(f"{r['model']} vs {r['baseline']} under {r['judge']} on {r['num_prompts']} prompts")
     print(f"  wins {r['wins']}  ties {r['ties']}  losses {r['losses']}")
@@ -49,6 +51,9 @@ def run_policy(args: argparse.Namespace) -> int:
     if "mean_score_model" in r:
         print(f"  mean judge score model {r['mean_score_model']:.4f}  "
               f"baseline {r['mean_score_baseline']:.4f}")
+    if "tax" in r:
+        d = r["tax"]["delta"]
+        print("  alignment tax (model - baseline): " + "  ".join(f"{k} {v:+.4f}" for k, v in d.items() if v is not None))
     warnings = [*r["length_bias"]["warnings"], *r.get("reward_length_bias", {}).get("warnings", []),
                 *r.get("uncertain_responses", {}).get("warnings", [])]
     for w in warnings:
@@ -109,6 +114,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite the --json file")
+    p.add_argument("--tax-samples", type=int, default=0, help="also measure the alignment tax (diversity over N "
+                   "samples of the first 8 prompts, arithmetic accuracy, reference perplexity), model vs baseline; "
+                   "0 = off")
     p.set_defaults(func=run_policy)
 
     r = sub.add_parser("regress", help="regression gate: cases the baseline passes and MODEL fails",

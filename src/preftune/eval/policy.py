@@ -103,13 +103,14 @@ def write_json(obj: dict, path: str | os.PathLike, overwrite: bool = False) -> P
 def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge, *, max_new_tokens: int = 64,
                     batch_size: int = 8, seed: int = 0, num_bootstrap: int = 2000, out: str | None = None,
                     overwrite: bool = False, progress: bool = True,
-                    prompt_info: Sequence[dict] | None = None) -> dict:
+                    prompt_info: Sequence[dict] | None = None, tax_samples: int = 0, tax_prompts: int = 8) -> dict:
     """Judge `model` against `baseline` on `prompts`; returns (and with `out`, writes) the report dict.
 
     model / baseline: an alias, folder, run folder, LoRA adapter folder, or a (model, tokenizer) pair.
     judge: a Judge (see preftune.eval.judges.make_judge). KL keys are None when the two tokenizers
     differ, since the baseline cannot then score the model's tokens. prompt_info: per prompt, keys
-    (id, category) copied into its sample (see read_prompt_info).
+    (id, category) copied into its sample (see read_prompt_info). tax_samples > 0 adds `tax`, the alignment
+    tax of eval/tax.py on the first `tax_prompts` prompts with that many samples each, model vs baseline.
     """
     from preftune.eval.generate import generate, same_vocabulary
 
@@ -139,6 +140,13 @@ def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge,
               "mean_tokens_baseline": float(gen_b.num_tokens.mean()),
               "samples": sample_rows(prompts, gen_m.texts, gen_b.texts, outcomes, judge, prompt_info)}
     report.update(_score_guards(judge, gen_m.texts))
+    if tax_samples > 0:
+        from preftune.eval.tax import alignment_tax
+
+        m = (pol, pol_tok)
+        report["tax"] = alignment_tax(m, m if ref is pol else (ref, ref_tok), list(prompts[:tax_prompts]),
+                                      num_samples=tax_samples, max_new_tokens=max_new_tokens, seed=seed,
+                                      batch_size=batch_size, progress=progress)
     if out is not None:
         write_json(report, out, overwrite=overwrite)
     return report
