@@ -174,10 +174,11 @@ class _Encoder:
         return p_ids, r_ids
 
     def split_masked(self, prompt: list[dict], response: list[dict], index: int, tools: list[dict],
-                     train_on: str) -> tuple[list[int], list[int], Mask | None, Mask | None]:
-        """`split` plus the masks of the module docstring (None, None for a plain row under chosen_only)."""
+                     train_on: str, masked: bool) -> tuple[list[int], list[int], Mask | None, Mask | None]:
+        """`split` plus the masks of the module docstring when `masked` (the row is an agent row, or
+        train_on is all_assistant); None, None otherwise."""
         p_ids, r_ids = self.split(prompt, response, index, tools)
-        if self.encoder or not (train_on == "all_assistant" or agent.is_agent_conversation(prompt + response)):
+        if self.encoder or not masked:
             return p_ids, r_ids, None, None
         if not self.template:
             raise ValueError(f"row {index}: masking tool results and training earlier assistant turns needs a chat "
@@ -309,7 +310,10 @@ def _tokenize(rows: Iterable[tuple[list[dict], list[list[dict]], list[dict]]], t
     out = []
     for index, (prompt, responses, tools) in enumerate(rows):
         report.num_rows += 1
-        split = [enc.split_masked(prompt, r, index, tools, train_on) for r in responses]
+        # one decision per row, so that every response of it gets masks or none does
+        masked = train_on == "all_assistant" or bool(tools) or any(agent.is_agent_conversation(prompt + r)
+                                                                    for r in responses)
+        split = [enc.split_masked(prompt, r, index, tools, train_on, masked) for r in responses]
         p_ids = split[0][0]
         assert all(s[0] == p_ids and s[2] == split[0][2] for s in split), \
             "one prompt must tokenise (and mask) the same way for every response"
