@@ -100,12 +100,14 @@ def _summary(rows: list[dict], num_bootstrap: int, seed: int) -> dict:
 
 
 def evaluate_agent(policy: Policy, baseline: Policy, tasks: Sequence[AgentTask], *, max_turns: int = 4,
-                   num_bootstrap: int = 2000, seed: int = 0) -> dict:
+                   num_bootstrap: int = 2000, seed: int = 0, progress: bool = False) -> dict:
     """Roll out both policies on every task; the report of the module docstring, with every trajectory."""
+    from tqdm.auto import tqdm
+
     if not tasks:
         raise ValueError("evaluate_agent: no tasks")
-    convs = {"model": [rollout(policy, t, max_turns) for t in tasks],
-             "baseline": [rollout(baseline, t, max_turns) for t in tasks]}
+    convs = {side: [rollout(pol, t, max_turns) for t in tqdm(tasks, desc=f"rollouts {side}", disable=not progress)]
+             for side, pol in (("model", policy), ("baseline", baseline))}
     rows = {side: [task_metrics(t, c) for t, c in zip(tasks, convs[side])] for side in convs}
     diff = [{k: (a[k] - b[k]) if a[k] is not None and b[k] is not None else None for k in AGENT_METRICS}
             for a, b in zip(rows["model"], rows["baseline"])]

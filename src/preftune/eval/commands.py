@@ -106,7 +106,7 @@ def _run_agent(args: argparse.Namespace) -> int:
     model = load_causal_lm(args.model)
     base = model if args.baseline == args.model else load_causal_lm(args.baseline)
     r = evaluate_agent(hf_policy(*model, max_new_tokens=args.max_new_tokens),
-                       hf_policy(*base, max_new_tokens=args.max_new_tokens), tasks, seed=args.seed)
+                       hf_policy(*base, max_new_tokens=args.max_new_tokens), tasks, seed=args.seed, progress=True)
     r.update(model_name=args.model, baseline_name=args.baseline)
     print(f"{args.model} vs {args.baseline} on {r['num_tasks']} tool-use tasks (model / baseline / delta, 95% CI)")
     for k in AGENT_METRICS:
