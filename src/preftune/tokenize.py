@@ -25,6 +25,7 @@ row is listed with its reason. Nothing here imports torch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,9 @@ class _Encoder:
         self.split_merged = split_merged
         self.template = getattr(tokenizer, "chat_template", None)
         self.native_tools = bool(self.template) and _reads_tools(self.template)
+        # The renderings and ids of one row, kept while its responses are split: chosen and rejected share
+        # the prompt's turns, and the per-turn prefix check renders them again (cleared per row).
+        self.memo: dict = {}
         if encoder is None:
             encoder = (not self.template and tokenizer.cls_token_id is not None
                        and tokenizer.sep_token_id is not None)
@@ -124,6 +128,19 @@ class _Encoder:
 
     def render(self, conv: list[dict], tools: list[dict], gen: bool = False) -> str:
         """The chat template's text of `conv` (agent rows as the module docstring says)."""
+        key = ("text", json.dumps([conv, tools, gen], sort_keys=True))
+        if key not in self.memo:
+            self.memo[key] = self._render(conv, tools, gen)
+        return self.memo[key]
+
+    def template_ids(self, text: str) -> list[int]:
+        """The ids of a rendered text, with one BOS (memoised with the renderings)."""
+        key = ("ids", text)
+        if key not in self.memo:
+            self.memo[key] = self._one_bos(self.ids(text))
+        return self.memo[key]
+
+    def _render(self, conv: list[dict], tools: list[dict], gen: bool) -> str:
         if not (tools or agent.is_agent_conversation(conv)):
             return self.tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
         if self.native_tools:
@@ -152,7 +169,7 @@ class _Encoder:
                 f"(they differ from character {_diverge(p_text, f_text)}: prompt ...{p_text[-40:]!r} vs "
                 f"full ...{f_text[len(p_text) - 40:len(p_text) + 20]!r}); responses cannot be split off. "
                 "Use a template that keeps earlier turns unchanged when a reply is appended.")
-        p_ids, f_ids = self._one_bos(self.ids(p_text)), self._one_bos(self.ids(f_text))
+        p_ids, f_ids = list(self.template_ids(p_text)), list(self.template_ids(f_text))
         if f_ids[:len(p_ids)] != p_ids and self.split_merged:
             # What generation does: the model continues from exactly the prompt's tokens.
             f_ids = p_ids + self.ids(f_text[len(p_text):])
@@ -197,14 +214,14 @@ class _Encoder:
         rendered up to the turn with the assistant turn opened, to the conversation rendered through it.
         Both must be prefixes of the whole rendering, as text and as tokens, at every turn."""
         full = self.render(conv, tools)
-        full_ids = self._one_bos(self.ids(full))
+        full_ids = self.template_ids(full)
         out = []
         for k, m in enumerate(conv):
             if m["role"] != "assistant":
                 continue
             bounds = []
             for text in (self.render(conv[:k], tools, gen=True), self.render(conv[:k + 1], tools)):
-                ids = self._one_bos(self.ids(text))
+                ids = self.template_ids(text)
                 if not full.startswith(text) or full_ids[:len(ids)] != ids:
                     raise ValueError(f"row {index}: the chat template does not render the conversation up to turn "
                                      f"{k} as a prefix of the whole one (as text or as tokens); the turns' tokens "
@@ -310,6 +327,7 @@ def _tokenize(rows: Iterable[tuple[list[dict], list[list[dict]], list[dict]]], t
     out = []
     for index, (prompt, responses, tools) in enumerate(rows):
         report.num_rows += 1
+        enc.memo.clear()
         # one decision per row, so that every response of it gets masks or none does
         masked = train_on == "all_assistant" or bool(tools) or any(agent.is_agent_conversation(prompt + r)
                                                                     for r in responses)
@@ -392,6 +410,7 @@ def tokenize_prompts(prompt_convs: Sequence[list[dict]], tokenizer: Any, max_pro
     report = TokenizeReport(num_rows=len(prompt_convs))
     out = []
     for i, conv in enumerate(prompt_convs):
+        enc.memo.clear()
         row_tools = list(tools[i] or []) if tools is not None else []
         if enc.template:
             ids = enc._one_bos(enc.ids(enc.render(list(conv), row_tools, gen=True)))
