@@ -34,8 +34,9 @@ __all__ = ["SFTConfig", "load_sft_data", "read_sft_rows", "train_sft"]
 
 # --------------------------------------------------------------------------- data
 
-def read_sft_rows(path: str) -> tuple[list[tuple[list, list]], dict]:
-    """(prompt, completion) conversations of every usable row; ValueError naming FILE:LINE: field."""
+def read_sft_rows(path: str, with_tools: bool = False) -> tuple[list[tuple], dict]:
+    """(prompt, completion) conversations of every usable row (with_tools: (prompt, completion, the row's
+    `tools`) for agent rows); ValueError naming FILE:LINE: field."""
     rows, counts, errors = [], {"num_undesirable_skipped": 0}, []
     for raw in iter_raw(path):
         if raw.error is not None:
@@ -49,17 +50,18 @@ def read_sft_rows(path: str) -> tuple[list[tuple[list, list]], dict]:
             if last is None or last == 0:
                 errors.append(f"{raw.where}: messages: needs a user turn followed by an assistant turn")
                 continue
-            row = {"prompt": msgs[:last], "completion": msgs[last:last + 1], "label": True}
+            row = {"prompt": msgs[:last], "completion": msgs[last:last + 1], "label": True,
+                   **({"tools": row["tools"]} if row.get("tools") is not None else {})}
         elif isinstance(row, dict) and "completion" in row and "label" not in row:
             row = {**row, "label": True}  # plain prompt/completion rows are demonstrations
         rec, probs = parse_row(row)
         if probs:
             errors += [f"{raw.where}: {p}" for p in probs]
         elif isinstance(rec, PairRecord):
-            rows.append((rec.prompt, rec.chosen))
+            rows.append((rec.prompt, rec.chosen, rec.tools) if with_tools else (rec.prompt, rec.chosen))
         elif isinstance(rec, UnpairedRecord):
             if rec.label:
-                rows.append((rec.prompt, rec.completion))
+                rows.append((rec.prompt, rec.completion, rec.tools) if with_tools else (rec.prompt, rec.completion))
             else:
                 counts["num_undesirable_skipped"] += 1
         else:
@@ -72,11 +74,12 @@ def read_sft_rows(path: str) -> tuple[list[tuple[list, list]], dict]:
 
 
 def load_sft_data(path: str, tokenizer, cfg: SFTConfig):
-    rows, counts = read_sft_rows(path)
+    rows, counts = read_sft_rows(path, with_tools=True)
     try:
-        items, report = tokenize_completions([p for p, _ in rows], [c for _, c in rows], tokenizer,
+        items, report = tokenize_completions([r[0] for r in rows], [r[1] for r in rows], tokenizer,
                                              max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length,
-                                             on_overlong=cfg.on_overlong, train_on=cfg.train_on)
+                                             on_overlong=cfg.on_overlong, train_on=cfg.train_on,
+                                             tools=[r[2] for r in rows])
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     if not items:
