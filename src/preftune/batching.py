@@ -55,6 +55,23 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, s
     return batches
 
 
+def train_positions(prompt_len: int, prompt_mask: list[int] | None, response_len: int,
+                    response_mask: list[int] | None) -> list[int]:
+    """Positions of prompt + response whose tokens train: the response's by default; with the masks of
+    agent rows (tokenize.py) only the masked ones (tool results drop out, earlier assistant turns of the
+    prompt come in under train_on=all_assistant). Position 0 has nothing to predict it."""
+    if prompt_mask is None and response_mask is None:
+        return list(range(prompt_len, prompt_len + response_len))
+    pm = prompt_mask if prompt_mask is not None else [0] * prompt_len
+    rm = response_mask if response_mask is not None else [1] * response_len
+    return [t for t, m in enumerate(pm + rm) if m and t >= 1]
+
+
+def num_train_tokens(item: SequenceTokens) -> int:
+    """How many tokens of one sequence train (its completion's, unless masks say otherwise)."""
+    return len(train_positions(len(item.prompt_ids), item.prompt_mask, len(item.completion_ids), item.completion_mask))
+
+
 def pair_length(item: PairTokens, layout: str = "shared") -> int:
     """Tokens a pair costs: prompt + chosen + rejected when shared (or packed), two rows as wide as the
     longer side when padded, both full sequences when unpadded (encoders run row by row)."""
@@ -138,8 +155,9 @@ class SequenceBatch:
     indices: list[int]
 
 
-def _pad_rows(seqs: list[tuple[list[int], int]], pad_id: int, padding_side: str, encoder: bool):
-    """Pad (ids, prompt_len) sequences; returns the tensors of a padded batch (gather segment = row)."""
+def _pad_rows(seqs: list[tuple[list[int], int, list[int]]], pad_id: int, padding_side: str, encoder: bool):
+    """Pad (ids, prompt_len, train positions) sequences; returns the tensors of a padded batch (gather
+    segment = row)."""
     import torch
 
     if padding_side not in PADDING_SIDES:
@@ -147,27 +165,27 @@ def _pad_rows(seqs: list[tuple[list[int], int]], pad_id: int, padding_side: str,
     if encoder and padding_side == "left":
         raise ValueError("encoders pool their first token ([CLS]), which left padding would make a pad: "
                          "use padding_side='right'")
-    rows, width = len(seqs), max(len(s) for s, _ in seqs)
+    rows, width = len(seqs), max(len(s) for s, _, _ in seqs)
     ids = torch.full((rows, width), pad_id, dtype=torch.long)
     mask = torch.zeros((rows, width), dtype=torch.long)
     pos = torch.zeros((rows, width), dtype=torch.long)
     comp = torch.zeros((rows, width), dtype=torch.bool)
     types = torch.zeros((rows, width), dtype=torch.long) if encoder else None
     g_index, g_labels, g_segment, last = [], [], [], []
-    for row, (s, p) in enumerate(seqs):
+    for row, (s, p, train) in enumerate(seqs):
         off = width - len(s) if padding_side == "left" else 0
         n = len(s)
         assert p >= 1, "a sequence needs at least one prompt token to predict its first response token"
         ids[row, off:off + n] = torch.tensor(s, dtype=torch.long)
         mask[row, off:off + n] = 1
         pos[row, off:off + n] = torch.arange(n)
-        comp[row, off + p:off + n] = True
+        comp[row, [off + t for t in train]] = True
         if types is not None:
             types[row, off + p:off + n] = 1
         base = row * width + off
-        g_index += range(base + p - 1, base + n - 1)  # position t - 1 predicts token t
-        g_labels += s[p:]
-        g_segment += [row] * (n - p)
+        g_index += [base + t - 1 for t in train]  # position t - 1 predicts token t
+        g_labels += [s[t] for t in train]
+        g_segment += [row] * len(train)
         last.append(base + n - 1)
     t = torch.tensor
     return (ids, mask, pos, comp, types, t(g_index, dtype=torch.long), t(g_labels, dtype=torch.long),
@@ -179,8 +197,11 @@ def collate_pairs_padded(items: list[PairTokens], pad_id: int, padding_side: str
     """2B padded rows: prompt + chosen for each pair, then prompt + rejected (encoders: token_type_ids)."""
     if not items:
         raise ValueError("cannot collate an empty batch")
-    seqs = [(it.prompt_ids + it.chosen_ids, len(it.prompt_ids)) for it in items]
-    seqs += [(it.prompt_ids + it.rejected_ids, len(it.prompt_ids)) for it in items]
+    seqs = [(it.prompt_ids + it.chosen_ids, len(it.prompt_ids),
+             train_positions(len(it.prompt_ids), it.prompt_mask, len(it.chosen_ids), it.chosen_mask)) for it in items]
+    seqs += [(it.prompt_ids + it.rejected_ids, len(it.prompt_ids),
+              train_positions(len(it.prompt_ids), it.prompt_mask, len(it.rejected_ids), it.rejected_mask))
+             for it in items]
     ids, mask, pos, comp, types, gi, gl, gs, last, pad = _pad_rows(seqs, pad_id, padding_side, encoder)
     return PairBatch(ids, mask, pos, comp, types, gi, gl, gs, last, len(items), pad, [it.index for it in items])
 
@@ -190,7 +211,9 @@ def collate_sequences_padded(items: list[SequenceTokens], pad_id: int, padding_s
     """B padded rows of prompt + completion."""
     if not items:
         raise ValueError("cannot collate an empty batch")
-    seqs = [(it.prompt_ids + it.completion_ids, len(it.prompt_ids)) for it in items]
+    seqs = [(it.prompt_ids + it.completion_ids, len(it.prompt_ids),
+             train_positions(len(it.prompt_ids), it.prompt_mask, len(it.completion_ids), it.completion_mask))
+            for it in items]
     ids, mask, pos, comp, types, gi, gl, gs, last, pad = _pad_rows(seqs, pad_id, padding_side, encoder)
     return SequenceBatch(ids, mask, pos, comp, types, gi, gl, gs, last, len(items), pad, [it.index for it in items])
 
@@ -248,11 +271,14 @@ def _shared_batch(items: list[PairTokens], rows: list[list[int]], pad_id: int) -
             unit[r, s:s + n] = slot + 1
             part[r, s:s + p], part[r, s + p:s + p + c], part[r, s + p + c:s + n] = 1, 2, 3
             base = r * width + s
-            # chosen token t is predicted at t - 1; rejected's first token by the prompt's last token
-            g_index += range(base + p - 1, base + p + c - 1)
-            g_index += [base + p - 1] + list(range(base + p + c, base + n - 1))
-            g_labels += it.chosen_ids + it.rejected_ids
-            g_segment += [i] * c + [B + i] * (n - p - c)
+            # token t of prompt + chosen is predicted at t - 1; of prompt + rejected, rejected's first token
+            # by the prompt's last token and the others by the rejected token before (which sits c further)
+            ct = train_positions(p, it.prompt_mask, c, it.chosen_mask)
+            rt = train_positions(p, it.prompt_mask, n - p - c, it.rejected_mask)
+            g_index += [base + t - 1 for t in ct] + [base + t - 1 + (c if t > p else 0) for t in rt]
+            g_labels += [(it.prompt_ids + it.chosen_ids)[t] for t in ct] + [(it.prompt_ids + it.rejected_ids)[t]
+                                                                             for t in rt]
+            g_segment += [i] * len(ct) + [B + i] * len(rt)
             last[i], last[B + i] = base + p + c - 1, base + n - 1
             s += n
     t = torch.tensor
@@ -307,9 +333,10 @@ def collate_sequences_packed(items: list[SequenceTokens], pad_id: int, max_token
             unit[r, s:s + n] = slot + 1
             part[r, s:s + p], part[r, s + p:s + n] = 1, 2
             base = r * width + s
-            g_index += range(base + p - 1, base + n - 1)
-            g_labels += it.completion_ids
-            g_segment += [i] * (n - p)
+            train = train_positions(p, it.prompt_mask, n - p, it.completion_mask)
+            g_index += [base + t - 1 for t in train]
+            g_labels += [(it.prompt_ids + it.completion_ids)[t] for t in train]
+            g_segment += [i] * len(train)
             last[i] = base + n - 1
             s += n
     t = torch.tensor

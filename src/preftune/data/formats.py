@@ -5,8 +5,8 @@ preftune.data.records (README.md, "The data format"; validated afterwards by `pr
 the notes name anything of the input row that produced no output (e.g. two tied completions of a rated row), so nothing is dropped
 silently. A row that cannot be used at all raises `SkipRow` with the reason.
 
-Messages of every format are normalised to `{"role", "content"}` with the roles of records.ROLES.
-"""
+Messages of every format are normalised to `{"role", "content"}` with the roles of records.ROLES (plus the
+tool-call keys of data/agent.py, via data/formats_agent.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import math
 import re
 from typing import Any
 
+from preftune.data import formats_agent
 from preftune.data.records import META_FIELDS, finite, parse_row, show_number
 
 Rows = tuple[list[dict], list[str]]
@@ -53,8 +54,7 @@ def _text(content: Any, where: str) -> str:
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
         return "".join(str(p.get("text", "")) for p in content)
     if content is None:
-        raise SkipRow(f"{where}: message has no text content (tool calls and other non-text turns "
-                      "are not supported)")
+        raise SkipRow(f"{where}: message has no text content (and no tool calls)")
     raise SkipRow(f"{where}: message content must be text, got {type(content).__name__}")
 
 
@@ -65,6 +65,9 @@ def message(m: Any, where: str) -> dict:
     role = m.get("role", m.get("from"))
     content = m["content"] if "content" in m else m.get("value")
     role = _ROLE.get(str(role).lower(), role) if role is not None else None
+    if formats_agent.is_agent_message(m):  # tool calls and results keep their ids (data/formats_agent.py)
+        calls = m.get("tool_calls") or m.get("function_call")
+        return formats_agent.agent_message(m, role, "" if content is None and calls else _text(content, where))
     return {"role": role, "content": _text(content, where)}
 
 
@@ -228,9 +231,8 @@ def trl(row: dict, row_id: str) -> Rows:
     base = {"id": row_id, **_passthrough(row, ())}
     if "completion" in row or "label" in row:  # unpaired (KTO) rows
         _require(row, "prompt", "completion", "label")
-        return [{**base, "prompt": _conv(row["prompt"], "prompt", "user"),
-                 "completion": _conv(row["completion"], "completion", "assistant"),
-                 "label": row["label"]}], []
+        return [formats_agent.finish({**base, "prompt": _conv(row["prompt"], "prompt", "user"), "label": row["label"],
+                                      "completion": _conv(row["completion"], "completion", "assistant")}, row)], []
     _require(row, "chosen", "rejected")
     chosen, rejected = row["chosen"], row["rejected"]
     if row.get("prompt") is None and isinstance(chosen, str) and isinstance(rejected, str):
@@ -238,13 +240,12 @@ def trl(row: dict, row_id: str) -> Rows:
             return hh(row, row_id)  # HH transcripts are TRL's implicit-prompt strings too
         prompt, c, r = _split_strings(chosen, rejected)
         return [{**base, "prompt": prompt, "chosen": c, "rejected": r}], []
-    return [{**base, **_pair_fields(row)}], []
+    return [formats_agent.finish({**base, **_pair_fields(row)}, row)], []
 
 
 def _is_full_conversation(value: Any) -> bool:
-    return isinstance(value, list) and any(
-        isinstance(m, dict) and _ROLE.get(str(m.get("role", m.get("from"))).lower()) in ("user", "system")
-        for m in value)
+    return isinstance(value, list) and any(isinstance(m, dict) and _ROLE.get(
+        str(m.get("role", m.get("from"))).lower()) in ("user", "system") for m in value)
 
 
 def _pair_fields(row: dict) -> dict:
@@ -252,8 +253,8 @@ def _pair_fields(row: dict) -> dict:
     whole conversation (implicit prompt; as in TRL, this wins over a `prompt` field that repeats it)."""
     chosen, rejected = row["chosen"], row["rejected"]
     if _is_full_conversation(chosen) or _is_full_conversation(rejected):
-        prompt, c, r = split_shared_prefix(messages(chosen, "chosen", "assistant"),
-                                           messages(rejected, "rejected", "assistant"))
+        prompt, c, r = split_shared_prefix(formats_agent.link(messages(chosen, "chosen", "assistant")),
+                                           formats_agent.link(messages(rejected, "rejected", "assistant")))
         return {"prompt": prompt, "chosen": c, "rejected": r}
     _require(row, "prompt")
     return {"prompt": _conv(row["prompt"], "prompt", "user"), "chosen": _conv(chosen, "chosen", "assistant"),
@@ -426,9 +427,8 @@ def openai(row: dict, row_id: str) -> Rows:
         _require(row, "messages", "chosen", "rejected")
         prompt, chosen, rejected = row["messages"], row["chosen"], row["rejected"]
         base = _passthrough(row, ("messages",))
-    return [{"id": row_id, **base, "prompt": messages(prompt, "messages", "user"),
-             "chosen": messages(chosen, "chosen", "assistant"),
-             "rejected": messages(rejected, "rejected", "assistant")}], []
+    return [formats_agent.finish({"id": row_id, **base, "prompt": messages(prompt, "messages", "user"), "chosen":
+            messages(chosen, "chosen", "assistant"), "rejected": messages(rejected, "rejected", "assistant")}, row)], []
 
 
 # ----------------------------------------------------------------------------- native

@@ -19,6 +19,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
+from preftune.data import agent
+
 Message = dict  # {"role": str, "content": str}
 Conversation = list  # list[Message]
 
@@ -54,6 +56,7 @@ class _Meta:
     attributes: dict = field(default_factory=dict)  # dimension -> "chosen" | "rejected" | "tie"
     source: str | None = None
     margin: float | None = None        # how much better chosen is (e.g. score difference of rated rows)
+    tools: list = field(default_factory=list)       # agent rows: JSON-schema function definitions (data/agent.py)
     extra: dict = field(default_factory=dict)       # any other keys, kept and written back
 
 
@@ -102,7 +105,7 @@ class RatedRecord(_Meta):
                     pairs.append(PairRecord(
                         id=f"{self.id}:{a}>{b}" if self.id is not None else None, margin=margin,
                         prompt=self.prompt, chosen=self.completions[a], rejected=self.completions[b],
-                        extra=dict(self.extra), **meta))
+                        tools=self.tools, extra=dict(self.extra), **meta))
         return pairs
 
 
@@ -118,6 +121,8 @@ def _to_dict(rec: _Meta, core: tuple[str, ...]) -> dict:
         out["id"] = d["id"]
     for k in core:
         out[k] = d[k]
+    if d.get("tools"):
+        out["tools"] = d["tools"]
     for k in META_FIELDS:
         if k == "id":
             continue
@@ -161,6 +166,9 @@ def _conversation(value: Any, name: str, default_role: str, problems: list[Probl
             problems.append(Problem(where, f"must be a message object, got {type(m).__name__}"))
             continue
         role, content = m.get("role"), m.get("content")
+        extras = agent.message_extras(m, role, where, problems)
+        if content is None and extras.get("tool_calls"):
+            content = ""  # an assistant turn that only calls tools has no text
         if role is None:
             problems.append(Problem(f"{where}.role", f"is missing (expected one of {', '.join(ROLES)})"))
         elif role not in ROLES:
@@ -173,8 +181,8 @@ def _conversation(value: Any, name: str, default_role: str, problems: list[Probl
             if k not in ("role", "content"):
                 problems.extend(Problem(p, f"must be a finite number, got {show_number(x)}", nonfinite=True)
                                 for p, x in nonfinite_paths(v, f"{where}.{k}"))
-        msgs.append({"role": role, "content": content})
-    if msgs and all(not m["content"].strip() for m in msgs):
+        msgs.append({"role": role, "content": content, **extras})
+    if msgs and all(not m["content"].strip() and not m.get("tool_calls") for m in msgs):
         problems.append(Problem(name, "is empty"))
     return msgs
 
@@ -263,6 +271,7 @@ def _check_meta(row: dict, problems: list[Problem]) -> dict:
                 problems.append(Problem(f"attributes.{dim}",
                                         f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}"))
     meta["attributes"] = dict(attrs)
+    meta["tools"] = agent.normalise_tools(row.get("tools"), problems)
     return meta
 
 
@@ -284,7 +293,7 @@ def parse_row(row: Any) -> tuple[Record | None, list[Problem]]:
         if k not in row or row[k] is None:
             problems.append(Problem(k, "is missing"))
     meta = _check_meta(row, problems)
-    extra = {k: v for k, v in row.items() if k not in META_FIELDS and k not in _CORE[kind]}
+    extra = {k: v for k, v in row.items() if k not in META_FIELDS and k not in _CORE[kind] and k != "tools"}
     # Any other key is kept and written back, so it must be valid JSON too (and a weight or score
     # kept there may be read by a loss): no NaN or Infinity anywhere in it.
     for k, v in extra.items():
@@ -317,6 +326,7 @@ def parse_row(row: Any) -> tuple[Record | None, list[Problem]]:
         if scores is not None:
             scores = _scores(scores, comps, problems)
         rec = RatedRecord(prompt=prompt, completions=convs, scores=list(scores or []), extra=extra, **meta)
+    _check_trajectories(rec, problems)
     return (rec if not problems else None), problems
 
 
@@ -326,6 +336,24 @@ def _check_labelling(extra: dict, problems: list[Problem]) -> None:
         v = extra.get(key)
         if v is not None and v not in allowed:
             problems.append(Problem(key, f"must be one of {', '.join(allowed)}, got {show_number(v)}"))
+
+
+def _check_trajectories(rec: Record, problems: list[Problem]) -> None:
+    """Tool calls and results across prompt + each response (data/agent.py); a problem of the prompt
+    is reported once, not once per response."""
+    names = {"pair": ("chosen", "rejected"), "unpaired": ("completion",)}.get(rec.kind)
+    responses = ([(n, getattr(rec, n)) for n in names] if names is not None
+                 else [(f"completions[{i}]", c) for i, c in enumerate(rec.completions)])
+    if not rec.tools and not any(agent.is_agent_conversation(c) for c in [rec.prompt] + [c for _, c in responses]):
+        return
+    found: list[Problem] = []
+    for name, conv in responses:
+        agent.check_trajectory([("prompt", rec.prompt), (name, conv)], rec.tools, found)
+    seen = set()
+    for p in found:
+        if (p.field, p.message) not in seen:
+            seen.add((p.field, p.message))
+            problems.append(p)
 
 
 def _scores(scores: Any, comps: Any, problems: list[Problem]) -> list | None:
@@ -389,5 +417,5 @@ def record_from_dict(row: Any) -> Record:
 def render_text(conv: Conversation) -> str:
     """Plain-text view of a conversation (for hashing, statistics and encoders without a chat template)."""
     if len(conv) == 1 and conv[0]["role"] in ("user", "assistant"):
-        return conv[0]["content"]
-    return "\n".join(f"{m['role']}: {m['content']}" for m in conv)
+        return agent.message_text(conv[0])
+    return "\n".join(f"{m['role']}: {agent.message_text(m)}" for m in conv)

@@ -57,13 +57,18 @@ def run_policy(args: argparse.Namespace) -> int:
     _positive("--max-new-tokens", args.max_new_tokens)
     _positive("--num-prompts", args.num_prompts)
     _positive("--batch-size", args.batch_size)
+    if args.tax_samples < 0 or args.tax_samples == 1:
+        raise ValueError(f"--tax-samples must be 0 (off) or at least 2 (diversity compares samples), got {args.tax_samples}")
     _check_json(args, ("--prompts", args.prompts), ("--generated", args.generated))
+    if args.agent:
+        return _run_agent(args)
     prompts = read_prompts(args.prompts, args.num_prompts)
     judge = make_judge(args.judge, judge_model=args.judge_model, key_env=args.judge_key_env,
                        **http_judge_options(args))
     r = evaluate_policy(args.model, args.baseline, prompts, judge, max_new_tokens=args.max_new_tokens,
                         batch_size=args.batch_size, seed=args.seed, out=args.json, overwrite=args.force,
-                        prompt_info=read_prompt_info(args.prompts, args.num_prompts), generated=args.generated)
+                        prompt_info=read_prompt_info(args.prompts, args.num_prompts), generated=args.generated,
+                        tax_samples=args.tax_samples)
     lo, hi = r["win_rate_ci95"]
     print(f"{r['model']} vs {r['baseline']} under {r['judge']} on {r['num_prompts']} prompts")
     print(f"  wins {r['wins']}  ties {r['ties']}  losses {r['losses']}")
@@ -78,6 +83,9 @@ def run_policy(args: argparse.Namespace) -> int:
     if "mean_score_model" in r:
         print(f"  mean judge score model {r['mean_score_model']:.4f}  "
               f"baseline {r['mean_score_baseline']:.4f}")
+    if "tax" in r:
+        d = r["tax"]["delta"]
+        print("  alignment tax (model - baseline): " + "  ".join(f"{k} {v:+.4f}" for k, v in d.items() if v is not None))
     warnings = [*r["length_bias"]["warnings"], *r.get("reward_length_bias", {}).get("warnings", []),
                 *r.get("uncertain_responses", {}).get("warnings", [])]
     for w in warnings:
@@ -117,6 +125,30 @@ def run_regress(args: argparse.Namespace, generators=None) -> int:
     return 1 if args.fail_on_regression and r["regressions"] else 0
 
 
+def _run_agent(args: argparse.Namespace) -> int:
+    """`eval policy --agent`: roll both models out on the tool-use world's tasks (eval/agent.py)."""
+    from preftune.eval.agent import AGENT_METRICS, evaluate_agent, hf_policy, read_tasks
+    from preftune.eval.generate import load_causal_lm
+    from preftune.eval.policy import write_json
+
+    tasks = read_tasks(args.prompts)[:args.num_prompts]
+    model = load_causal_lm(args.model)
+    base = model if args.baseline == args.model else load_causal_lm(args.baseline)
+    r = evaluate_agent(hf_policy(*model, max_new_tokens=args.max_new_tokens),
+                       hf_policy(*base, max_new_tokens=args.max_new_tokens), tasks, seed=args.seed, progress=True)
+    r.update(model_name=args.model, baseline_name=args.baseline)
+    print(f"{args.model} vs {args.baseline} on {r['num_tasks']} tool-use tasks (model / baseline / delta, 95% CI)")
+    for k in AGENT_METRICS:
+        m, b, d = r["model"][k], r["baseline"][k], r["delta"][k]
+        if m is not None and b is not None:
+            lo, hi = r["delta"][f"{k}_ci95"]
+            print(f"  {k:22s} {m:.3f} / {b:.3f} / {d:+.3f} ({lo:+.3f}, {hi:+.3f})")
+    if args.json:
+        write_json(r, args.json, overwrite=args.force)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("policy", help="judge a policy against a baseline: win rate, LC win rate, KL",
                        description="Generate from MODEL and --baseline on the prompts (seeded sampling), "
@@ -141,6 +173,12 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite the --json file")
+    p.add_argument("--agent", action="store_true", help="tool-use rollouts instead: --prompts is a tasks_test.jsonl "
+                   "of `data world --agent`; reports task success, tool-selection and argument accuracy, invalid "
+                   "and unnecessary call rates, turns (model vs baseline, bootstrap intervals); --judge is not used")
+    p.add_argument("--tax-samples", type=int, default=0, help="also measure the alignment tax (diversity over N "
+                   "samples of the first 8 prompts, arithmetic accuracy, reference perplexity), model vs baseline; "
+                   "0 = off")
     p.set_defaults(func=run_policy)
 
     r = sub.add_parser("regress", help="regression gate: cases the baseline passes and MODEL fails",

@@ -86,7 +86,8 @@ def write_json(obj: dict, path: str | os.PathLike, overwrite: bool = False) -> P
 def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge, *, max_new_tokens: int = 64,
                     batch_size: int = 8, seed: int = 0, num_bootstrap: int = 2000, out: str | None = None,
                     overwrite: bool = False, progress: bool = True,
-                    prompt_info: Sequence[dict] | None = None, generated: str | None = None) -> dict:
+                    prompt_info: Sequence[dict] | None = None, generated: str | None = None, tax_samples: int = 0,
+                    tax_prompts: int = 8) -> dict:
     """Judge `model` against `baseline` on `prompts`; returns (and with `out`, writes) the report dict.
 
     model / baseline: an alias, folder, run folder, LoRA adapter folder, or a (model, tokenizer) pair.
@@ -94,6 +95,8 @@ def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge,
     differ, since the baseline cannot then score the model's tokens. prompt_info: per prompt, keys
     (id, category) copied into its sample (see read_prompt_info). With `out`, the samples are kept in
     OUT.generated.json until the report is written; `generated` judges such a file instead of generating.
+    tax_samples > 0 adds `tax`, the alignment tax of eval/tax.py on the first `tax_prompts` prompts with
+    that many samples each, model vs baseline.
     """
     if not prompts:
         raise ValueError("evaluate_policy: no prompts")
@@ -101,11 +104,12 @@ def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge,
     base_name = str(baseline) if isinstance(baseline, (str, os.PathLike)) else type(baseline[0]).__name__
     setting = {"model": model_name, "baseline": base_name, "seed": seed, "max_new_tokens": max_new_tokens,
                "prompts": list(prompts)}
+    loaded = _load_both(model, baseline) if generated is None or tax_samples > 0 else None
     if generated is not None:
         gen = load_generated(generated, setting)
     else:
-        gen = _generate_both(model, baseline, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             seed=seed, progress=progress)
+        gen = _generate_both(loaded, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                             progress=progress)
     kept = None
     if out is not None and generated is None:
         # the samples outlive a failed judging step (a judge server down, a deadline): rerun with
@@ -131,6 +135,14 @@ def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge,
               "mean_tokens_model": gen["mean_tokens_model"], "mean_tokens_baseline": gen["mean_tokens_baseline"],
               "samples": sample_rows(prompts, texts_m, texts_b, outcomes, judge, prompt_info)}
     report.update(_score_guards(judge, texts_m))
+    if tax_samples > 0:
+        from preftune.eval.tax import alignment_tax
+
+        pol, pol_tok, ref, ref_tok = loaded
+        m = (pol, pol_tok)
+        report["tax"] = alignment_tax(m, m if ref is pol else (ref, ref_tok), list(prompts[:tax_prompts]),
+                                      num_samples=tax_samples, max_new_tokens=max_new_tokens, seed=seed,
+                                      batch_size=batch_size, progress=progress)
     if out is not None:
         write_json(report, out, overwrite=overwrite)
     if kept is not None:
@@ -138,13 +150,18 @@ def evaluate_policy(model: Any, baseline: Any, prompts: Sequence[Prompt], judge,
     return report
 
 
-def _generate_both(model, baseline, prompts, *, max_new_tokens, batch_size, seed, progress) -> dict:
+def _load_both(model, baseline) -> tuple:
+    """(policy, its tokenizer, baseline, its tokenizer); the same name twice (a sanity run) shares one copy."""
+    pol, pol_tok = _load(model)
+    ref, ref_tok = (pol, pol_tok) if isinstance(model, str) and model == baseline else _load(baseline)
+    return pol, pol_tok, ref, ref_tok
+
+
+def _generate_both(loaded: tuple, prompts, *, max_new_tokens, batch_size, seed, progress) -> dict:
     """Both models' samples on the prompts (same seed) and KL(model || baseline) on the model's own."""
     from preftune.eval.generate import generate, same_vocabulary
 
-    pol, pol_tok = _load(model)
-    # the same name twice (a sanity run) shares one copy of the weights
-    ref, ref_tok = (pol, pol_tok) if isinstance(model, str) and model == baseline else _load(baseline)
+    pol, pol_tok, ref, ref_tok = loaded
     kl_ok = same_vocabulary(pol_tok, ref_tok)
     common = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "progress": progress}
     # temperature 1, no truncation: the samples must come from the model's own distribution for KL

@@ -14,6 +14,7 @@ from typing import Literal
 from preftune.config import opt
 
 OnOverlong = Literal["truncate", "drop", "error"]
+TrainOn = Literal["chosen_only", "all_assistant"]
 Scheduler = Literal["linear", "cosine", "constant"]
 DType = Literal["float32", "bfloat16", "float16"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
@@ -51,6 +52,8 @@ class TrainConfig:
     max_prompt_length: int | None = opt(None, "max prompt tokens (default: half of max_length when truncating)")
     on_overlong: OnOverlong = opt("truncate", "rows longer than max_length: truncate (counted) | drop (reported) "
                                               "| error")
+    train_on: TrainOn = opt("chosen_only", "which tokens train: chosen_only (the response's assistant turns) | "
+                                           "all_assistant (also the prompt trajectory's); tool results never do")
     log_every: int = opt(1, "log metrics every N optimiser steps")
     eval_every: int = opt(0, "evaluate on eval_data every N steps (0 = only at the end)")
     save_every: int = opt(0, "save a resumable checkpoint every N steps (0 = only at the end)")

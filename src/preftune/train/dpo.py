@@ -84,13 +84,15 @@ def load_pair_data(path: str, tokenizer, cfg: DPOConfig) -> PairData:
     under on_overlong=error. Pairs are split into unpaired rows for KTO."""
     mix = cfg.loss_mix()
     rows, labels, rated = _rows(path, mix.paired, cfg.loss)
-    kw = {"max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length, "on_overlong": cfg.on_overlong}
+    kw = {"max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length, "on_overlong": cfg.on_overlong,
+          "train_on": cfg.train_on}
     try:
         if mix.paired:
             items, report = tokenize_pairs(rows, tokenizer, **kw)
             recs = [rows[it.index] for it in items]
         else:
-            items, report = tokenize_completions([r[0] for r in rows], [r[1] for r in rows], tokenizer, **kw)
+            items, report = tokenize_completions([r[0] for r in rows], [r[1] for r in rows], tokenizer,
+                                                 tools=[r[3].tools for r in rows], **kw)
             recs = [rows[it.index][3] for it in items]
             labels = [labels[it.index] for it in items]
     except ValueError as e:
@@ -174,9 +176,10 @@ def mismatched_rows(items: list, max_length: int) -> list:
     """KTO's reference point rows: prompt i with the completion of row i-1 (cut to fit max_length)."""
     out = []
     for i, it in enumerate(items):
-        comp = items[i - 1].completion_ids
+        comp, mask = items[i - 1].completion_ids, items[i - 1].completion_mask
         room = max(1, max_length - len(it.prompt_ids))
-        out.append(SequenceTokens(it.prompt_ids, comp[:room], len(comp) > room, it.index))
+        out.append(SequenceTokens(it.prompt_ids, comp[:room], len(comp) > room, it.index, it.prompt_mask,
+                                  None if mask is None else mask[:room]))
     return out
 
 

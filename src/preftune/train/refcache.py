@@ -189,7 +189,7 @@ def load_reference(cfg, policy, splits: dict, collate, accelerator) -> tuple[Ref
     weights = weights_fingerprint(ref_model)
     # the token ids already carry data x tokenizer x settings; the settings are named too, for clarity
     settings = {"max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length,
-                "on_overlong": cfg.on_overlong, "ref_model": cfg.ref_model or cfg.model}
+                "on_overlong": cfg.on_overlong, "ref_model": cfg.ref_model or cfg.model, "train_on": cfg.train_on}
     caches, report = {}, {}
     for split, data in splits.items():
         key = cache_key(weights, data.items, settings)

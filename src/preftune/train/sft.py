@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from preftune.batching import collate_sequences_packed, collate_sequences_padded, to_device
+from preftune.batching import collate_sequences_packed, collate_sequences_padded, num_train_tokens, to_device
 from preftune.data.io import iter_raw
 from preftune.data.records import PairRecord, UnpairedRecord, parse_row
 from preftune.models import load_policy, load_tokenizer
@@ -34,8 +34,9 @@ __all__ = ["SFTConfig", "load_sft_data", "read_sft_rows", "train_sft"]
 
 # --------------------------------------------------------------------------- data
 
-def read_sft_rows(path: str) -> tuple[list[tuple[list, list]], dict]:
-    """(prompt, completion) conversations of every usable row; ValueError naming FILE:LINE: field."""
+def read_sft_rows(path: str, with_tools: bool = False) -> tuple[list[tuple], dict]:
+    """(prompt, completion) conversations of every usable row (with_tools: (prompt, completion, the row's
+    `tools`) for agent rows); ValueError naming FILE:LINE: field."""
     rows, counts, errors = [], {"num_undesirable_skipped": 0}, []
     for raw in iter_raw(path):
         if raw.error is not None:
@@ -49,17 +50,18 @@ def read_sft_rows(path: str) -> tuple[list[tuple[list, list]], dict]:
             if last is None or last == 0:
                 errors.append(f"{raw.where}: messages: needs a user turn followed by an assistant turn")
                 continue
-            row = {"prompt": msgs[:last], "completion": msgs[last:last + 1], "label": True}
+            row = {"prompt": msgs[:last], "completion": msgs[last:last + 1], "label": True,
+                   **({"tools": row["tools"]} if row.get("tools") is not None else {})}
         elif isinstance(row, dict) and "completion" in row and "label" not in row:
             row = {**row, "label": True}  # plain prompt/completion rows are demonstrations
         rec, probs = parse_row(row)
         if probs:
             errors += [f"{raw.where}: {p}" for p in probs]
         elif isinstance(rec, PairRecord):
-            rows.append((rec.prompt, rec.chosen))
+            rows.append((rec.prompt, rec.chosen, rec.tools) if with_tools else (rec.prompt, rec.chosen))
         elif isinstance(rec, UnpairedRecord):
             if rec.label:
-                rows.append((rec.prompt, rec.completion))
+                rows.append((rec.prompt, rec.completion, rec.tools) if with_tools else (rec.prompt, rec.completion))
             else:
                 counts["num_undesirable_skipped"] += 1
         else:
@@ -72,11 +74,12 @@ def read_sft_rows(path: str) -> tuple[list[tuple[list, list]], dict]:
 
 
 def load_sft_data(path: str, tokenizer, cfg: SFTConfig):
-    rows, counts = read_sft_rows(path)
+    rows, counts = read_sft_rows(path, with_tools=True)
     try:
-        items, report = tokenize_completions([p for p, _ in rows], [c for _, c in rows], tokenizer,
+        items, report = tokenize_completions([r[0] for r in rows], [r[1] for r in rows], tokenizer,
                                              max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length,
-                                             on_overlong=cfg.on_overlong)
+                                             on_overlong=cfg.on_overlong, train_on=cfg.train_on,
+                                             tools=[r[2] for r in rows])
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     if not items:
@@ -143,7 +146,7 @@ def train_sft(cfg: SFTConfig) -> Path:
     module, optimizer, scheduler, loader, num_steps, plan = stage.prepare(
         cfg, accelerator, module, [len(it.prompt_ids) + len(it.completion_ids) for it in items], collate_mb)
     for mb in plan:
-        step_tokens[mb.step] = step_tokens.get(mb.step, 0) + sum(len(items[i].completion_ids) for i in mb.rows)
+        step_tokens[mb.step] = step_tokens.get(mb.step, 0) + sum(num_train_tokens(items[i]) for i in mb.rows)
     step, loader, _ = stage.resume(cfg, accelerator, run, loader, scheduler)
 
     # 4. train

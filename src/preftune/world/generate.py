@@ -348,11 +348,20 @@ def register(sub) -> None:
     p.add_argument("--honeypots", type=float, default=0.0, metavar="F",
                    help="share of multi-labelled items whose rows carry the known answer as `gold`")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing its files")
+    p.add_argument("--agent", action="store_true", help="the tool-use world instead: step- and trajectory-level "
+                   "pairs of tool-calling trajectories with gold per dimension (world/agent/)")
+    p.add_argument("--num-tasks", type=int, default=500, help="--agent: training tasks (two pairs each)")
+    p.add_argument("--num-test-tasks", type=int, default=100, help="--agent: held-out tasks (two pairs each)")
     p.set_defaults(func=run_world)
 
 
 def run_world(args) -> int:
     from preftune.data.io import write_rows
+
+    if getattr(args, "agent", False):
+        from preftune.world.agent.generate import run_agent_world
+
+        return run_agent_world(args)
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():

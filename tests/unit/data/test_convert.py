@@ -273,7 +273,7 @@ def test_openai_messages_rows_and_tool_calls():
     assert (b.chosen, b.rejected) == ([A("Jupiter.")], [A("Saturn.")])
     tool = convert_rows(raw({"messages": [U("q")], "chosen": {"role": "assistant", "content": None, "tool_calls": []},
                              "rejected": "no"}), "openai")
-    reason = "chosen: message has no text content (tool calls and other non-text turns are not supported)"
+    reason = "chosen: message has no text content (and no tool calls)"  # tool calls are converted (test_convert_agent)
     assert tool.skipped == [("in.jsonl:1", reason)]
 
 
