@@ -88,7 +88,6 @@ def _label_all(db, tokens: dict[str, str], choose) -> int:
 
 
 def test_end_to_end_init_label_export_check_train(tmp_path, capsys):
-    # (the lead adds `data audit` on the export here at merge: it is being built on another branch)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(6))
     db = tmp_path / "p.db"
     assert main(["label", "init", "--db", str(db), "--pairs", str(pairs), "--raters", "2"]) == 0
@@ -121,6 +120,16 @@ def test_end_to_end_init_label_export_check_train(tmp_path, capsys):
         assert r["attributes"] == {"helpfulness": "chosen" if r["shown_first"] == "chosen" else "rejected"}
     capsys.readouterr()
     assert main(["data", "check", str(out)]) == 0
+    # data audit reports the two raters' agreement and rater-2's position bias (it always took the left one)
+    audit_json = tmp_path / "audit.json"
+    assert main(["data", "audit", str(out), "--folds", "0", "--ties", "none", "--json", str(audit_json)]) == 0
+    audit = json.loads(audit_json.read_text())
+    same = sum(v[0]["chosen"] == v[1]["chosen"] for v in by_item.values())
+    assert audit["agreement"]["num_items"] == 6
+    assert audit["agreement"]["raw"] == pytest.approx(same / 6)
+    per = {a["annotator"]: a for a in audit["annotators"]}
+    assert per["rater-2"]["first_shown_wins_share"] == 1.0 and per["rater-2"]["position_bias"] == 0.5
+    assert per["rater-1"]["num_labels"] == per["rater-2"]["num_labels"] == 6
     run = tmp_path / "rm"
     assert main(["train", "rm", "--model", "tiny-bert", "--data", str(out), "--out", str(run), "max_steps=2",
                  "batch_size=4", "max_length=64", "report_to=none", "save_every=-1"]) == 0
