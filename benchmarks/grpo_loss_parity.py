@@ -120,14 +120,23 @@ def main() -> None:
                 trl = run_worker(TRL_PY, "trl_grpo_loss_worker.py", spec, work, f"trl-{name}-{loss_type}-{beta}")
                 if not trl.get("ok"):
                     sys.exit(f"TRL worker failed:\n{trl.get('error_tail')}")
+                plain_kl = None  # TRL's default multiplies the KL by the (differentiable) ratio; the paper's k3 does not
+                if beta > 0:
+                    r = run_worker(TRL_PY, "trl_grpo_loss_worker.py", {**spec, "use_bias_correction_kl": False}, work,
+                                   f"trl-{name}-{loss_type}-{beta}-plainkl")
+                    if not r.get("ok"):
+                        sys.exit(f"TRL worker failed:\n{r.get('error_tail')}")
+                    plain_kl = r
                 diff = abs(ours["loss"] - trl["loss"])
-                gdiff = abs(ours["grad_norm"] - trl["grad_norm"]) / max(trl["grad_norm"], 1e-12)
+                same = plain_kl or trl  # TRL with the k3 term of the GRPO paper, as preftune computes it
+                gdiff = abs(ours["grad_norm"] - same["grad_norm"]) / max(same["grad_norm"], 1e-12)
                 results.append({"model": name, "loss_type": loss_type, "beta": beta, "preftune": ours["loss"],
                                 "trl": trl["loss"], "abs_diff": diff, "grad_norm_preftune": ours["grad_norm"],
-                                "grad_norm_trl": trl["grad_norm"], "grad_norm_rel_diff": gdiff})
+                                "grad_norm_trl_default": trl["grad_norm"], "grad_norm_trl": same["grad_norm"],
+                                "loss_trl_plain_kl": same["loss"], "grad_norm_rel_diff": gdiff})
                 rows.append([name, loss_type, beta, f"{ours['loss']:.8f}", f"{trl['loss']:.8f}", f"{diff:.2e}",
-                             "yes" if diff <= 1e-4 else "**no**", f"{ours['grad_norm']:.6f}", f"{trl['grad_norm']:.6f}",
-                             f"{gdiff:.2e}"])
+                             "yes" if diff <= 1e-4 else "**no**", f"{ours['grad_norm']:.6f}", f"{same['grad_norm']:.6f}",
+                             f"{gdiff:.2e}", f"{trl['grad_norm']:.6f}" if plain_kl else "(same)"])
                 print(results[-1], flush=True)
     command = "PREFTUNE_CACHE=.cache/preftune .venv/bin/python benchmarks/grpo_loss_parity.py " + " ".join(sys.argv[1:])
     info = {"machine": machine(), "versions": {"preftune": venv_versions(PREFTUNE_PY), "trl": venv_versions(TRL_PY)},
@@ -144,10 +153,16 @@ Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()} (load: {
   policy plus seeded noise of 0.1 x each tensor's std (`dpo_vs_trl.build_perturbed`), so the KL term is not zero. Loss of the first optimiser step (ratio 1).
 
 {markdown_table(["model", "loss_type", "beta", "preftune loss", "TRL loss", "|diff|", "<= 1e-4",
-                 "preftune grad norm", "TRL grad norm", "relative diff"], rows)}
+                 "preftune grad norm", "TRL grad norm (use_bias_correction_kl=False)", "relative diff",
+                 "TRL grad norm (its default, True)"], rows)}
 
 At ratio 1 the GRPO loss (a mean over sequences of each sequence's mean) is -mean(A) = 0 up to rounding
 when beta = 0, so the gradient norm (of the loss, before clipping, over every weight) is the stronger check.
+TRL 1.16 multiplies the KL term by the importance ratio by default (`use_bias_correction_kl=True`, the
+unbiased reverse-KL gradient of DeepSeek-V3.2): the ratio's value is 1, so the loss is the same, but its
+gradient is not k3's. preftune computes the GRPO paper's k3 term (Shao et al. 2024, Eq. 4), so the gradient is
+compared with that setting off; the last column shows TRL's default for reference. A plain-autograd check
+(log_softmax of a full forward, the same loss) gave 28.0026 on smollm2-135m grpo beta 0.04: preftune 28.0022.
 """)
     print(out_md.read_text())
 

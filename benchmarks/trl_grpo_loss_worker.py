@@ -1,6 +1,7 @@
 """TRL GRPOTrainer loss on one fixed rollout batch (run by benchmarks/.trl-venv/bin/python; never imported
 by preftune). Spec keys: model_path, ref_path (None when beta = 0), batch {prompt_ids, completions, pad, G},
-advantages, loss_type, beta, max_new_tokens, out_dir. Prints `RESULT {json}`: loss, grad_norm."""
+advantages, loss_type, beta, max_new_tokens, out_dir,
+use_bias_correction_kl (TRL's default True). Prints `RESULT {json}`: loss, grad_norm."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def main() -> None:
                       num_generations=G, max_completion_length=spec["max_new_tokens"], temperature=1.0,
                       beta=spec["beta"], loss_type=spec["loss_type"], scale_rewards="group", epsilon=0.2,
                       num_iterations=1, report_to="none", use_cpu=True, bf16=False, disable_dropout=True,
-                      save_strategy="no", log_completions=False)
+                      save_strategy="no", log_completions=False,
+                      use_bias_correction_kl=spec.get("use_bias_correction_kl", True))
     trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
                           train_dataset=Dataset.from_list([{"prompt": "x"}] * G), processing_class=tok)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which this does not run
