@@ -29,7 +29,8 @@ def multi_labelled(n: int, seed: int) -> dict:
     w = generate_world(n, seed=seed, num_test_pairs=1, labels_per_pair=3)
     rep = audit_report(w.train, list(range(1, len(w.train) + 1)), ties="none")
     truth = w.summary["annotators"]
-    gaps = {a["annotator"]: abs(a["dawid_skene_accuracy"] - truth[a["annotator"]]["accuracy"]) for a in rep["annotators"]}
+    gaps = {a["annotator"]: abs(a["dawid_skene_accuracy"] - truth[a["annotator"]]["accuracy"])
+            for a in rep["annotators"]}
     ds_right = mv_right = 0
     for it in rep["items"]:
         want = "chosen" if w.train[it["lines"][0] - 1].extra["gold_chosen_is_better"] else "rejected"

@@ -146,11 +146,14 @@ def main() -> None:
 
 Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()} (load: {info['load']}).
 
-- versions: preftune venv `{json.dumps(info['versions']['preftune'])}`; TRL venv `{json.dumps(info['versions']['trl'])}`
+- versions: preftune venv `{json.dumps(info['versions']['preftune'])}`; \
+TRL venv `{json.dumps(info['versions']['trl'])}`
 - command: `{command}`
-- batch: {len(PROMPTS)} prompts (cut to the same token length, so that TRL's left padding plays no part) x G={args.G} completions of seeded random tokens (2-{args.max_new_tokens} tokens, two of
+- batch: {len(PROMPTS)} prompts (cut to the same token length, so that TRL's left padding plays no part) \
+x G={args.G} completions of seeded random tokens (2-{args.max_new_tokens} tokens, two of
   three ending in EOS), seeded rewards; the same advantages given to both; beta > 0: the reference is the
-  policy plus seeded noise of 0.1 x each tensor's std (`dpo_vs_trl.build_perturbed`), so the KL term is not zero. Loss of the first optimiser step (ratio 1).
+  policy plus seeded noise of 0.1 x each tensor's std (`dpo_vs_trl.build_perturbed`), so the KL term is not zero. \
+Loss of the first optimiser step (ratio 1).
 
 {markdown_table(["model", "loss_type", "beta", "preftune loss", "TRL loss", "|diff|", "<= 1e-4",
                  "preftune grad norm", "TRL grad norm (use_bias_correction_kl=False)", "relative diff",

@@ -3,7 +3,8 @@
 # A ChatML template that supports tools, written for this test: the schemas in a system turn, each call as
 # <call>NAME ARGS-JSON</call>, tool results as the `tool` role.
 TOOLS_TEMPLATE = (
-    "{% if tools %}<|im_start|>system\nTools:\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|im_end|>\n{% endif %}"
+    "{% if tools %}<|im_start|>system\nTools:\n{% for t in tools %}"
+    "{{ t | tojson }}\n{% endfor %}<|im_end|>\n{% endif %}"
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content %}{{ m.content }}{% endif %}"
     "{% if m.tool_calls %}{% for c in m.tool_calls %}<call>{{ c.function.name }} {{ c.function.arguments | tojson }}"
     "</call>{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"

@@ -146,7 +146,8 @@ class _Encoder:
         if self.native_tools:
             return self.tok.apply_chat_template(agent.template_messages(conv), tools=tools or None, tokenize=False,
                                                 add_generation_prompt=gen)
-        return self.tok.apply_chat_template(agent.plain_messages(conv, tools), tokenize=False, add_generation_prompt=gen)
+        return self.tok.apply_chat_template(agent.plain_messages(conv, tools), tokenize=False,
+                                            add_generation_prompt=gen)
 
     def _plain(self, conv: list[dict], tools: list[dict]) -> str:
         return render_text(agent.plain_messages(conv, tools) if tools or agent.is_agent_conversation(conv) else conv)
@@ -295,7 +296,8 @@ def _fit_masks(masks: tuple, old: tuple, new: tuple, head: list[int]) -> tuple:
     return p_mask, r_masks
 
 
-def _check_args(max_length: int, max_prompt_length: int | None, on_overlong: str, train_on: str = "chosen_only") -> None:
+def _check_args(max_length: int, max_prompt_length: int | None, on_overlong: str,
+                train_on: str = "chosen_only") -> None:
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {train_on!r}")
     if on_overlong not in ON_OVERLONG:
@@ -366,8 +368,8 @@ def _pair_fields(rec: Any) -> tuple[list[dict], list[list[dict]], list[dict]]:
 
 
 def tokenize_pairs(records: Iterable[Any], tokenizer: Any, max_length: int, max_prompt_length: int | None = None,
-                   on_overlong: str = "truncate", encoder: bool | None = None,
-                   split_merged: bool = False, train_on: str = "chosen_only") -> tuple[list[PairTokens], TokenizeReport]:
+                   on_overlong: str = "truncate", encoder: bool | None = None, split_merged: bool = False,
+                   train_on: str = "chosen_only") -> tuple[list[PairTokens], TokenizeReport]:
     """Tokenise pair records (PairRecord or raw dicts).
 
     on_overlong: "truncate" (keep the prompt's end and each response's start + EOS; counted),

@@ -14,7 +14,8 @@ def test_policy_report_holds_the_tax(tmp_path, capsys, monkeypatch):
                "--max-new-tokens", "4", "--json", str(out), "--tax-samples", "2"])
     assert rc == 0
     tax = json.loads(out.read_text())["tax"]
-    keys = {"distinct_1", "distinct_2", "self_bleu", "mean_token_entropy", "arithmetic_accuracy", "reference_perplexity"}
+    keys = {"distinct_1", "distinct_2", "self_bleu", "mean_token_entropy", "arithmetic_accuracy",
+            "reference_perplexity"}
     assert set(tax["model"]) == set(tax["baseline"]) == set(tax["delta"]) == keys
     assert tax["model"] == tax["baseline"] and all(v == 0 for v in tax["delta"].values())  # one model: no tax
     assert tax["settings"]["num_samples"] == 2

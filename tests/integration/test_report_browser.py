@@ -160,7 +160,8 @@ def test_injected_markup_in_an_answer_stays_text(chromium, tmp_path):
 def test_the_filters_show_only_the_chosen_rows(chromium, tmp_path):
     """Choosing "model wins" in the answers' verdict box leaves exactly the win rows visible."""
     page = build_report(load_run(RUNS / "dpo_full"))
-    probe = ("<script>window.addEventListener('load',function(){var s=document.querySelector(\"[data-filter='outcome']\");"
+    probe = ("<script>window.addEventListener('load',function(){"
+             "var s=document.querySelector(\"[data-filter='outcome']\");"
              "s.value='win';s.dispatchEvent(new Event('change'));var rows=document.getElementById('answers-table')"
              ".tBodies[0].rows,v=[];for(var i=0;i<rows.length;i++){if(!rows[i].hidden){v.push(rows[i].getAttribute("
              "'data-outcome'));}}document.documentElement.setAttribute('data-visible',v.join(','));"

@@ -121,7 +121,8 @@ def test_lora_reference_is_the_base_with_the_adapter_off_and_judge_rewards_work(
 @pytest.mark.parametrize("algo", ["grpo", "rloo", "ppo", "online_dpo"])
 def test_resume_continues_the_same_run(algo, tmp_path, world_files):
     args = ["--algo", algo, "--reward", "py:helpers:length_reward", "max_steps=4", "save_every=2",
-            "keep_checkpoints=3", "kl_target=0.01"]  # the adaptive KL coefficient must come back from the checkpoint too
+            "keep_checkpoints=3",
+            "kl_target=0.01"]  # the adaptive KL coefficient must come back from the checkpoint too
     unbroken = tmp_path / "unbroken"
     assert main(_rl(world_files["train"], unbroken, *args)) == 0
     broken = tmp_path / "broken"

@@ -30,15 +30,16 @@ def _trained(tok, ids, mask):
 def test_plain_rendering_is_the_documented_one(smol):
     text = smol.apply_chat_template(plain_messages(PROMPT + CHOSEN, [CALC]), tokenize=False)
     assert text.startswith("<|im_start|>system\nYou can call functions. Their JSON schemas are inside "
-                           "<tools></tools>:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"calculator\"")
+                           "<tools></tools>:\n<tools>\n"
+                           "{\"type\": \"function\", \"function\": {\"name\": \"calculator\"")
     assert ('<|im_start|>assistant\n<tool_call>{"name": "calculator", "arguments": {"expression": "2+3"}}'
             '</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>5</tool_response><|im_end|>\n') in text
     assert "You are a helpful AI assistant named SmolLM" not in text  # the tools' system turn replaces the default
     # consecutive results become one user turn
     two = [PROMPT[0], {"role": "assistant", "content": "", "tool_calls": [call("a", "1"), call("b", "2")]},
            {"role": "tool", "tool_call_id": "a", "content": "1"}, {"role": "tool", "tool_call_id": "b", "content": "2"}]
-    assert plain_messages(two, [])[-1] == {"role": "user",
-                                           "content": "<tool_response>1</tool_response>\n<tool_response>2</tool_response>"}
+    assert plain_messages(two, [])[-1] == {
+        "role": "user", "content": "<tool_response>1</tool_response>\n<tool_response>2</tool_response>"}
 
 
 EXPECTED = {  # what trains, decoded, per template: chosen_only (chosen's assistant turns) and the prompt's turn

@@ -20,7 +20,8 @@ for(var c=0;c<hs.length;c++){(function(c){hs[c].style.cursor='pointer';hs[c].add
 var rows=Array.prototype.slice.call(t.tBodies[0].rows),dir=hs[c].getAttribute('data-dir')==='asc'?-1:1;
 hs[c].setAttribute('data-dir',dir===1?'asc':'desc');rows.sort(function(a,b){
 var x=a.cells[c].getAttribute('data-v'),y=b.cells[c].getAttribute('data-v');var fx=parseFloat(x),fy=parseFloat(y);
-if(isNaN(fx)&&isNaN(fy)){return dir*String(x).localeCompare(String(y));}if(isNaN(fx)){return 1;}if(isNaN(fy)){return -1;}
+if(isNaN(fx)&&isNaN(fy)){return dir*String(x).localeCompare(String(y));}\
+if(isNaN(fx)){return 1;}if(isNaN(fy)){return -1;}
 return dir*(fx-fy);});rows.forEach(function(r){t.tBodies[0].appendChild(r);});});})(c);}});"""
 
 
@@ -112,7 +113,8 @@ def _bars(rep: dict, key: str, ref: float | None, title: str) -> str:
         x = left + (w - left - 60) * ref
         out.append(f"<line x1='{x:.1f}' y1='18' x2='{x:.1f}' y2='{h}' stroke='#d93025' stroke-dasharray='4 3'/>")
     out.append("</svg>")
-    return f"<figure class='plot' data-plot='{esc(key)}'>{''.join(out)}<figcaption>{esc(title)}; dashed: the reference</figcaption></figure>"
+    return (f"<figure class='plot' data-plot='{esc(key)}'>{''.join(out)}"
+            f"<figcaption>{esc(title)}; dashed: the reference</figcaption></figure>")
 
 
 def _suspicious(rep: dict) -> str:
@@ -123,7 +125,8 @@ def _suspicious(rep: dict) -> str:
     for it in ranked[:MAX_ITEMS]:
         v = it["verdicts"]
         rows.append("<tr>" + _cell(it["id"]) + _cell(it["lines"][0], ",".join(map(str, it["lines"][:6])))
-                    + _cell(it["suspicion"], _num(it["suspicion"])) + _cell(it["oof_p_chosen"], _num(it["oof_p_chosen"]))
+                    + _cell(it["suspicion"], _num(it["suspicion"]))
+                    + _cell(it["oof_p_chosen"], _num(it["oof_p_chosen"]))
                     + _cell(it["ds_p_chosen"], _num(it["ds_p_chosen"]))
                     + _cell(it["num_labels"], f"{v['chosen']} / {v['rejected']} / {v['tie']}")
                     + _cell(it["suspicion_source"]) + "</tr>")

@@ -218,7 +218,8 @@ def _item_rows(records: Sequence[Record], lines: Sequence[int], items: Items, ds
         sus = [x["suspicion"] for x in rows if x["suspicion"] is not None]
         out.append({"id": records[r0].id if records[r0].id is not None else f"line-{lines[r0]}",
                     "lines": [lines[r] for r in items.rows[i]], "num_labels": len(items.rows[i]),
-                    "verdicts": {v: sum(_verdict(c, a0) == v for c in by_item[i]) for v in ("chosen", "rejected", "tie")},
+                    "verdicts": {v: sum(_verdict(c, a0) == v for c in by_item[i])
+                                 for v in ("chosen", "rejected", "tie")},
                     "majority": None if maj is None else _verdict(maj, a0),
                     "ds_posterior": ds_post, "ds_p_chosen": None if ds_post is None else ds_post["chosen"],
                     "oof_p_chosen": None, "suspicion": max(sus) if sus else None,
@@ -248,7 +249,8 @@ def format_summary(report: dict, top: int = 10) -> str:
                    f"Fleiss' kappa {_fmt(ag['fleiss_kappa'])} ({ag['fleiss']['num_items']} items with "
                    f"{ag['fleiss']['num_raters']} labels), Krippendorff's alpha {_fmt(ag['krippendorff_alpha'])}")
     if report["annotators"]:
-        head = f"{'annotator':<22}{'labels':>7}{'maj.agr':>8}{'DS acc':>8}{'len.bias':>9}{'pos.bias':>9}{'honeypot':>9}  flags"
+        head = (f"{'annotator':<22}{'labels':>7}{'maj.agr':>8}{'DS acc':>8}{'len.bias':>9}{'pos.bias':>9}"
+                f"{'honeypot':>9}  flags")
         out += ["", head]
         for a in report["annotators"]:
             flags = ", ".join(f"{f['flag']} ({f['statistic']} {f['value']:+.3f})" for f in a["flags"]) or "-"

@@ -165,8 +165,10 @@ def cmd_curate(args: argparse.Namespace) -> int:
         from preftune.data.curate_audit import apply_audit, parse_selection
 
         acts = apply_audit(rows, records, lines, audit, args.audit,
-                           drop=parse_selection(args.drop_suspected, "--drop-suspected") if args.drop_suspected else None,
-                           flip=parse_selection(args.flip_suspected, "--flip-suspected") if args.flip_suspected else None,
+                           drop=(parse_selection(args.drop_suspected, "--drop-suspected")
+                                 if args.drop_suspected else None),
+                           flip=(parse_selection(args.flip_suspected, "--flip-suspected")
+                                 if args.flip_suspected else None),
                            aggregate=args.aggregate)
         rows, records, lines, acted, changed = acts.rows, acts.records, acts.lines, acts.removed, acts.changed
     result = curate_records(records, lines=lines, test_prompts=load_test_prompts(args.test_file),
@@ -193,7 +195,8 @@ def _read_audit(args: argparse.Namespace) -> dict | None:
     actions = [a for a in (args.drop_suspected, args.flip_suspected, args.aggregate) if a]
     if not args.audit:
         if actions:
-            raise ValueError("--drop-suspected / --flip-suspected / --aggregate act on an audit: give --audit AUDIT.json")
+            raise ValueError(
+                "--drop-suspected / --flip-suspected / --aggregate act on an audit: give --audit AUDIT.json")
         return None
     if not actions:
         raise ValueError("--audit needs an action: --drop-suspected Q, --flip-suspected Q or --aggregate HOW")
@@ -257,8 +260,9 @@ def _register_audit(sub) -> None:
                                    "(rows with `gold`), with flags. A part whose columns are missing is skipped "
                                    "with a one-line reason. JSON keys: see preftune.data.audit.")
     p.add_argument("file", metavar="FILE", help="a comparison file (any supported format)")
-    p.add_argument("--gold", metavar="FILE", help="pair rows with known answers (honeypots): a row's `gold` "
-                                                 "verdict, else its chosen response wins; matched by prompt and responses")
+    p.add_argument("--gold", metavar="FILE",
+                   help="pair rows with known answers (honeypots): a row's `gold` "
+                        "verdict, else its chosen response wins; matched by prompt and responses")
     p.add_argument("--folds", type=int, default=0, metavar="K",
                    help="cross-fitted mislabel scores with K folds (0 = skip: agreement and labeller statistics "
                         "only, in seconds)")

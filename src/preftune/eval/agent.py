@@ -95,7 +95,8 @@ def _summary(rows: list[dict], num_bootstrap: int, seed: int) -> dict:
     for k in AGENT_METRICS:
         vals = np.array([r[k] for r in rows if r[k] is not None], dtype=np.float64)
         out[k] = float(vals.mean()) if vals.size else None
-        out[f"{k}_ci95"] = list(metrics.bootstrap_ci(vals, num_resamples=num_bootstrap, seed=seed)) if vals.size else None
+        out[f"{k}_ci95"] = (list(metrics.bootstrap_ci(vals, num_resamples=num_bootstrap, seed=seed))
+                            if vals.size else None)
     return out
 
 

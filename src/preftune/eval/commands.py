@@ -58,7 +58,8 @@ def run_policy(args: argparse.Namespace) -> int:
     _positive("--num-prompts", args.num_prompts)
     _positive("--batch-size", args.batch_size)
     if args.tax_samples < 0 or args.tax_samples == 1:
-        raise ValueError(f"--tax-samples must be 0 (off) or at least 2 (diversity compares samples), got {args.tax_samples}")
+        raise ValueError(
+            f"--tax-samples must be 0 (off) or at least 2 (diversity compares samples), got {args.tax_samples}")
     _check_json(args, ("--prompts", args.prompts), ("--generated", args.generated))
     if args.agent:
         return _run_agent(args)
@@ -85,7 +86,8 @@ def run_policy(args: argparse.Namespace) -> int:
               f"baseline {r['mean_score_baseline']:.4f}")
     if "tax" in r:
         d = r["tax"]["delta"]
-        print("  alignment tax (model - baseline): " + "  ".join(f"{k} {v:+.4f}" for k, v in d.items() if v is not None))
+        print("  alignment tax (model - baseline): "
+              + "  ".join(f"{k} {v:+.4f}" for k, v in d.items() if v is not None))
     warnings = [*r["length_bias"]["warnings"], *r.get("reward_length_bias", {}).get("warnings", []),
                 *r.get("uncertain_responses", {}).get("warnings", [])]
     for w in warnings:

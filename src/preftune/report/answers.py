@@ -141,8 +141,10 @@ def regressions_section(reg: Any) -> str:
         anchors.add(anchor)
         cat = f"<td>{esc(c['category'] or '')}</td>" if has_cat else ""
         failed = "; ".join(c["failed"])
-        rows.append(f"<tr id='{anchor}' class='case-{st}' data-status='{st}' data-category='{esc(c['category'] or '')}'>"
-                    f"<td><a href='#{anchor}'>{esc(c['id'])}</a> <span class='badge {st}'>{STATUS_LABEL[st]}</span></td>"
+        rows.append(f"<tr id='{anchor}' class='case-{st}' data-status='{st}' "
+                    f"data-category='{esc(c['category'] or '')}'>"
+                    f"<td><a href='#{anchor}'>{esc(c['id'])}</a> "
+                    f"<span class='badge {st}'>{STATUS_LABEL[st]}</span></td>"
                     f"{cat}<td>{_text(c['prompt'])}</td><td>{_pass_mark(c['baseline_pass'])}{_text(c['baseline_response'])}</td>"
                     f"<td>{_pass_mark(c['model_pass'])}{_text(c['model_response'])}</td><td>{esc(failed)}</td></tr>")
     table = f"<table class='answers' id='regress-table'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"

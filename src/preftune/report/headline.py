@@ -109,7 +109,8 @@ def policy_block(pol: dict, reg: Any, evals: dict) -> Block:
         ci = (f" <span class='ci'>[{_n(pol[ci_key][0], src, ci_key + '.0', d)}, "
               f"{_n(pol[ci_key][1], src, ci_key + '.1', d)}]</span> <small>95% bootstrap interval</small>"
               if ci_key else "")
-        over = f" over {_n(pol['num_prompts'], src, 'num_prompts')} prompts" if shapes.is_num(pol.get("num_prompts")) else ""
+        over = (f" over {_n(pol['num_prompts'], src, 'num_prompts')} prompts"
+                if shapes.is_num(pol.get("num_prompts")) else "")
         judge = f", judged by <code>{esc(pol['judge'])}</code>" if isinstance(pol.get("judge"), str) else ""
         rows.append(("win rate", f"<b>{_n(wr, src, 'win_rate', d)}</b>{ci}{over}{judge}"))
     if all(shapes.is_num(pol.get(k)) for k in ("wins", "ties", "losses")):
@@ -141,7 +142,8 @@ def policy_block(pol: dict, reg: Any, evals: dict) -> Block:
 def _kl_row(pol: dict) -> tuple[str, str]:
     k3, k1 = shapes.num(pol, "kl_k3"), shapes.num(pol, "kl_k1")
     if k3 is None and k1 is None:
-        return "KL(model ‖ baseline)", "<span class='na'>not measured (the two tokenizers differ, or no KL in the file)</span>"
+        return "KL(model ‖ baseline)", ("<span class='na'>not measured (the two tokenizers differ, "
+                                         "or no KL in the file)</span>")
     parts = []
     if k3 is not None:
         parts.append(f"{num_span(fmt_num(k3, 3), 'policy', 'kl_k3')} nats <small>(k3 estimator)</small>")
@@ -168,7 +170,8 @@ def rm_block(rm: dict) -> Block:
         level, verdict = "unknown", "Cannot say: eval/rm.json has no usable accuracy."
     elif ci[0] > ref:
         level, verdict = "good", (f"Orders held-out pairs better than {ref_name} ({fmt_fixed(ref, d)}): its "
-                                  f"accuracy's 95% interval [{fmt_fixed(ci[0], d)}, {fmt_fixed(ci[1], d)}] is above it.")
+                                  f"accuracy's 95% interval [{fmt_fixed(ci[0], d)}, "
+                                  f"{fmt_fixed(ci[1], d)}] is above it.")
     elif ci[1] < ref:
         level, verdict = "bad", (f"Worse than {ref_name} ({fmt_fixed(ref, d)}): its accuracy's 95% interval "
                                  f"[{fmt_fixed(ci[0], d)}, {fmt_fixed(ci[1], d)}] is below it.")
@@ -193,7 +196,8 @@ def rm_block(rm: dict) -> Block:
             if v is not None:
                 cnt = rm.get(key.replace("accuracy_", "num_"))
                 parts.append(f"{label} {_n(v, src, key, d)}" + (
-                    f" <small>(n = {_n(cnt, src, key.replace('accuracy_', 'num_'))})</small>" if shapes.is_num(cnt) else ""))
+                    f" <small>(n = {_n(cnt, src, key.replace('accuracy_', 'num_'))})</small>"
+                    if shapes.is_num(cnt) else ""))
         rows.append(("accuracy by which answer is longer", "; ".join(parts)))
     ece = shapes.num(rm, "ece")
     if ece is not None:
@@ -235,7 +239,8 @@ def training_block(series: dict[str, Series], stage: str | None) -> Block:
     if ev:
         (_, a), (_, b) = ev
         level, verdict = ("good", f"The held-out loss fell from {fmt_num(a)} to {fmt_num(b)}.") if b < a else (
-            "bad", f"The held-out loss did not fall ({fmt_num(a)} → {fmt_num(b)}): over-fitting or too high a learning rate?")
+            "bad", (f"The held-out loss did not fall ({fmt_num(a)} → {fmt_num(b)}): "
+                    "over-fitting or too high a learning rate?"))
     elif tr:
         level, verdict = "neutral", (f"No held-out split was logged: the training loss went from {fmt_num(tr[0][1])} "
                                      f"to {fmt_num(tr[1][1])}, which says nothing about generalisation.")

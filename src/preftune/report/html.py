@@ -31,7 +31,8 @@ code{font-size:.9em;background:#f3f6fa;padding:0 .2em;border-radius:3px;word-bre
 .grid{display:flex;flex-wrap:wrap;gap:.8em}figure.plot{margin:0;border:1px solid #dde3ec;padding:.3em;background:#fff;
 box-sizing:border-box;width:calc(50% - .4em);min-width:320px}figure.plot img{display:block;width:100%;height:auto}
 figcaption{font-size:.8em;color:#556}.tables{display:flex;flex-wrap:wrap;gap:1.2em}
-.na{color:#7a8394;font-style:italic}nav{position:sticky;top:0;background:#fff;padding:.4em 0;border-bottom:1px solid #dde3ec;
+.na{color:#7a8394;font-style:italic}\
+nav{position:sticky;top:0;background:#fff;padding:.4em 0;border-bottom:1px solid #dde3ec;
 z-index:2}nav a{margin-right:.9em;font-size:.85em}
 .finding{padding:.45em .8em;margin:.3em 0;border-left:5px solid}.finding.error{background:#fdecea;border-color:#d93025}
 .finding.warning{background:#fff6e0;border-color:#f0a500}.finding.info{background:#e8f1fd;border-color:#1a73e8}
@@ -65,10 +66,12 @@ if(img){ok=img.complete&&img.naturalWidth>0;}else if(svg){var b=svg.getBBox();ok
 f.setAttribute('data-drawn',ok?'1':'0');if(ok){n++;}});var r=document.documentElement;
 window.__report_ok=(n===figs.length&&window.__report_errors.length===0);
 r.setAttribute('data-figures',String(figs.length));r.setAttribute('data-drawn-figures',String(n));
-r.setAttribute('data-errors',window.__report_errors.join(' | '));r.setAttribute('data-report-ok',window.__report_ok?'1':'0');});"""
+r.setAttribute('data-errors',window.__report_errors.join(' | '));\
+r.setAttribute('data-report-ok',window.__report_ok?'1':'0');});"""
 # Table filters: each .filters box names its table; a row stays visible when it matches every choice.
 # A link to a hidden row (e.g. #answer-7) clears the filters so its target shows.
-FILTERS = """document.querySelectorAll('.filters').forEach(function(f){var t=document.getElementById(f.getAttribute('data-table'));
+FILTERS = """document.querySelectorAll('.filters').forEach(function(f){\
+var t=document.getElementById(f.getAttribute('data-table'));
 if(!t){return;}var sels=f.querySelectorAll('select'),rows=t.tBodies[0].rows;
 function apply(){var n=0;for(var i=0;i<rows.length;i++){var ok=true;sels.forEach(function(s){
 if(s.value&&rows[i].getAttribute('data-'+s.getAttribute('data-filter'))!==s.value){ok=false;}});

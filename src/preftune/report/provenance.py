@@ -72,8 +72,9 @@ def origin(p: str, run: Path, out_dir: Path | None, depth: int = 0) -> str | Non
     kind, d = found
     if kind == "pairs":
         model = f" sampled from <code>{esc(shapes.text_of(d['model']))}</code>" if d.get("model") else " sampled"
-        per = (f" ({esc(fmt_num(d['num_samples']))} samples for each of {esc(fmt_num(d.get('num_prompts')))} prompts; "
-               f"{esc(fmt_num(d.get('num_no_pair', 0)))} prompts gave no pair)") if shapes.is_num(d.get("num_samples")) else ""
+        per = ((f" ({esc(fmt_num(d['num_samples']))} samples for each of {esc(fmt_num(d.get('num_prompts')))} prompts; "
+                f"{esc(fmt_num(d.get('num_no_pair', 0)))} prompts gave no pair)")
+               if shapes.is_num(d.get("num_samples")) else "")
         ranked = f", best vs worst ranked by {_scorer_text(d['scorer'], out_dir, run)}" if d.get("scorer") else ""
         return f"{esc(fmt_num(d.get('num_pairs')))} on-policy pairs{model}{per}{ranked}"
     if kind == "curate":
@@ -123,7 +124,8 @@ def data_rows(run: RunData, out_dir: Path | None) -> str:
         role = roles.get(p, "")
         n = shapes.first(meta, "num_rows") or shapes.first(tok.get(role), "num_rows")
         what = origin(p, run.path, out_dir) or (_stats_origin(run.data_stats) if role == "train" else None)
-        rows.append(f"<tr><td>{esc(role)}</td><td><code>{esc(p)}</code></td><td>{short_sha(meta.get('sha256', ''))}</td>"
+        rows.append(f"<tr><td>{esc(role)}</td><td><code>{esc(p)}</code></td>"
+                    f"<td>{short_sha(meta.get('sha256', ''))}</td>"
                     f"<td>{esc(fmt_num(n)) if shapes.is_num(n) else ''}</td><td>{what or NOT_RECORDED}</td></tr>")
     return ("<table><tr><th>split</th><th>file</th><th>sha256</th><th>rows</th><th>origin</th></tr>"
             + "".join(rows) + "</table>")
@@ -147,10 +149,11 @@ def reference_text(run: RunData) -> str | None:
         return f"none: the loss (<code>{esc(shapes.text_of(run.info.get('loss', '?')))}</code>) needs no reference"
     if mode == "cache":
         cache = run.info.get("reference_cache") if isinstance(run.info.get("reference_cache"), dict) else {}
-        splits = "; ".join(f"{esc(k)}: fingerprint {short_sha(shapes.first(v, 'key') or '', 16)} "
-                           f"({'read from the cache' if shapes.first(v, 'hit') else 'computed and stored'}"
-                           f"{', ' + esc(fmt_num(v['num_pairs'])) + ' pairs' if shapes.is_num(v.get('num_pairs')) else ''})"
-                           for k, v in cache.items() if isinstance(v, dict))
+        splits = "; ".join(
+            f"{esc(k)}: fingerprint {short_sha(shapes.first(v, 'key') or '', 16)} "
+            f"({'read from the cache' if shapes.first(v, 'hit') else 'computed and stored'}"
+            f"{', ' + esc(fmt_num(v['num_pairs'])) + ' pairs' if shapes.is_num(v.get('num_pairs')) else ''})"
+            for k, v in cache.items() if isinstance(v, dict))
         return (f"log-probs of <code>{esc(ref_model)}</code> computed once before training and cached on disk "
                 "(the fingerprint covers its weights, the token ids and the length settings)"
                 + (f": {splits}" if splits else ""))
@@ -170,7 +173,8 @@ def judge_text(pol: Any, run: Path, out_dir: Path | None) -> str | None:
     if spec is None:
         return None
     if spec == "gold":
-        return "the world's gold scorer (exact, written in code: correctness, instruction following, harmlessness, concision)"
+        return ("the world's gold scorer (exact, written in code: correctness, instruction following, "
+                "harmlessness, concision)")
     if spec.startswith("rm:"):
         return _scorer_text(spec, out_dir, run)
     bias = shapes.num(pol, "position_bias_rate")
@@ -226,10 +230,11 @@ def _run_rows(run: RunData) -> list[tuple[str, str]]:
         if isinstance(versions, dict) else None
     git = info.get("git_sha")
     argv = info.get("argv")
-    rows = [("run folder", f"<code>{esc(run.path)}</code>"), ("seed", esc(fmt_num(shapes.first(info, "seed")))
-                                                              if shapes.first(info, "seed") is not None else NOT_RECORDED),
-            ("when", when if started else NOT_RECORDED), ("code", (short_sha(git) if isinstance(git, str) else NOT_RECORDED)
-                                                           + (f" · {ver}" if ver else ""))]
+    rows = [("run folder", f"<code>{esc(run.path)}</code>"),
+            ("seed", esc(fmt_num(shapes.first(info, "seed")))
+             if shapes.first(info, "seed") is not None else NOT_RECORDED),
+            ("when", when if started else NOT_RECORDED),
+            ("code", (short_sha(git) if isinstance(git, str) else NOT_RECORDED) + (f" · {ver}" if ver else ""))]
     if isinstance(argv, list):
         rows.append(("command", f"<code>{esc(' '.join(shapes.text_of(a) for a in argv))}</code>"))
     if not run.run_info:

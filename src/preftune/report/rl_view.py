@@ -168,7 +168,8 @@ def rl_block(series: dict[str, Series], evals: dict, cfg: dict | None = None) ->
     if tied:
         mean = sum(y for _, y in tied) / len(tied)
         rows.append(("tied-group share", (f"mean <b>{_derived(fmt_num(mean), 'train/tied_groups')}</b> over "
-                                         f"{len(tied)} logged steps; last {_metric(tied[-1][1], 'train/tied_groups', tied[-1][0])}"
+                                         f"{len(tied)} logged steps; last "
+                                         f"{_metric(tied[-1][1], 'train/tied_groups', tied[-1][0])}"
                                          f" at step {tied[-1][0]:g} <small>(groups whose rewards all tie: zero "
                                          "advantage, no learning signal)</small>")))
         if mean > 0.5:
@@ -178,7 +179,8 @@ def rl_block(series: dict[str, Series], evals: dict, cfg: dict | None = None) ->
     trunc = _last_point(series.get("train/truncated"))
     if trunc is not None:
         rows.append(("truncated completions", (f"{_metric(trunc[1], 'train/truncated', trunc[0])} at step "
-                                              f"{trunc[0]:g} <small>(share with no EOS within max_new_tokens)</small>")))
+                                              f"{trunc[0]:g} <small>(share with no EOS "
+                                              "within max_new_tokens)</small>")))
     row, note = _guard_row(evals.get("overoptimisation"), series, cfg)
     rows.append(row)
     if note:

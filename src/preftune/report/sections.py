@@ -64,7 +64,8 @@ def reward_vs_kl_figures(series: dict[str, Series]) -> list[str]:
     curves = []
     for label, key in REWARD_VS_KL:
         if key in series:
-            steps, xs, ys = rl_view.aligned_points(kl, series[key], origin=(0.0, 0.0) if key.startswith("eval/") else None)
+            steps, xs, ys = rl_view.aligned_points(
+                kl, series[key], origin=(0.0, 0.0) if key.startswith("eval/") else None)
             if steps:
                 curves.append((label, steps, xs, ys))
     if not curves:

@@ -113,8 +113,8 @@ def test_tool_result_answering_no_earlier_call(tmp_path):
     assert got.count((2, "prompt[1].tool_calls[0]", ("call 'c1' (calculator) is not answered by a tool message "
                                                      "before the next assistant turn (chosen[0])"))) == 1
     answered_twice = good_row(prompt=[U("q"), A("", call("c1")), T("c1"), T("c1")])
-    assert _problems(tmp_path, answered_twice) == [(2, "prompt[3].tool_call_id",
-                                                    "answers call 'c1', which an earlier tool message already answered")]
+    assert _problems(tmp_path, answered_twice) == [
+        (2, "prompt[3].tool_call_id", "answers call 'c1', which an earlier tool message already answered")]
 
 
 def test_call_never_answered_before_the_next_assistant_turn(tmp_path):

@@ -190,7 +190,8 @@ def test_annotator_stats_and_flags():
     # (about 2/3 here, which the always-longer labeller itself pulls up)
     ref = longer_reference(labels)
     assert ref["overall"] == pytest.approx(np.mean([lab.longer_wins for lab in labels]))
-    shares = sorted(np.mean([lab.longer_wins for lab in labels if lab.annotator == w]) for w in ("fair", "long", "first"))
+    shares = sorted(np.mean([lab.longer_wins for lab in labels if lab.annotator == w])
+                    for w in ("fair", "long", "first"))
     assert ref["median_labeller"] == pytest.approx(shares[1]) and abs(shares[1] - 0.5) < 0.1
     assert long["length_bias"] == pytest.approx(1.0 - shares[1])
     assert {f["flag"] for f in long["flags"]} >= {"length_biased"}

@@ -365,7 +365,8 @@ def test_cli_hh_end_to_end(tmp_path, capsys):
 
 def test_cli_exit_1_when_nothing_converts_and_caps_printed_skips(tmp_path, capsys):
     src = tmp_path / "bad.jsonl"
-    src.write_text("".join(json.dumps({"chosen": "\n\nHuman: q\n\nAssistant:", "rejected": "\n\nHuman: q\n\nAssistant: a"})
+    src.write_text("".join(json.dumps({"chosen": "\n\nHuman: q\n\nAssistant:",
+                                      "rejected": "\n\nHuman: q\n\nAssistant: a"})
                            + "\n" for _ in range(60)))
     out = tmp_path / "out.jsonl"
     assert main(["data", "convert", "--from", "hh", str(src), "-o", str(out)]) == 1
@@ -428,7 +429,8 @@ def test_nan_in_any_input_row_stops_the_conversion_with_file_line_field():
         "in.jsonl:1: completions[0].annotations.honesty.Rating: must be a finite number, got '-inf'"]
     # "N/A" is UltraFeedback's own "no rating": still a note, not an error
     na = {"instruction": "q", "completions": [{"response": "a", "overall_score": "N/A"},
-                                              {"response": "b", "overall_score": 2}, {"response": "c", "overall_score": 1}]}
+                                              {"response": "b", "overall_score": 2},
+                                              {"response": "c", "overall_score": 1}]}
     res_na = convert_rows(raw(na), "ultrafeedback")
     assert res_na.errors == [] and len(res_na.records) == 1
 

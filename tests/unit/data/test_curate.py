@@ -177,7 +177,8 @@ def test_bad_threshold():
 
 def test_test_prompts_from_any_rows_and_errors(tmp_path):
     f = tmp_path / "t.jsonl"
-    f.write_text('{"prompt": "A  B"}\n{"prompt": [{"role": "user", "content": "c"}], "completion": "x", "label": true}\n')
+    f.write_text('{"prompt": "A  B"}\n'
+                 '{"prompt": [{"role": "user", "content": "c"}], "completion": "x", "label": true}\n')
     assert load_test_prompts([str(f)]) == {"a b", "c"}
     f.write_text('{"prompt": "ok"}\n{"question": "no prompt"}\n')
     with pytest.raises(ValueError, match=r"t.jsonl:2: prompt"):

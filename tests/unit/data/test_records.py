@@ -124,7 +124,8 @@ def test_parse_response_row_accepts_what_score_scores_and_nothing_else():
     assert [p.field for p in parse_response_row("text")[1]] == ["row"]
     assert [p.field for p in parse_response_row(7)[1]] == ["row"]
     assert "no response to score" in parse_response_row({"prompt": "p"})[1][0].message
-    assert [str(p) for p in parse_response_row({**PAIR, "confidence": 7})[1]] == ["confidence: must be in [0, 1], got 7"]
+    assert [str(p) for p in parse_response_row({**PAIR, "confidence": 7})[1]] == [
+        "confidence: must be in [0, 1], got 7"]
     assert [p.field for p in parse_response_row({**PAIR, "prompt": [{"role": "human", "content": "q"}]})[1]] == [
         "prompt[0].role"]
     assert [p.field for p in parse_response_row({"prompt": "p", "completions": ["a", "b"], "scores": [NAN, 1]})[1]] == [

@@ -9,8 +9,8 @@ from preftune.data.records import validate_row
 from preftune.eval.agent import evaluate_agent, hf_policy, parse_tool_calls, rollout, task_metrics
 from preftune.world.agent import TOOLS, AgentTask
 
-ARITH = AgentTask("arithmetic", "What is 12 * 3 + 4?", [{"name": "calculator", "arguments": {"expression": "12 * 3 + 4"}}],
-                  "40", True)
+ARITH = AgentTask("arithmetic", "What is 12 * 3 + 4?",
+                  [{"name": "calculator", "arguments": {"expression": "12 * 3 + 4"}}], "40", True)
 NO_TOOL = AgentTask("no_tool", "Write the word 'river' backwards.", [], "revir", False)
 
 

@@ -83,7 +83,8 @@ def test_reward_model_verdict_against_the_length_baseline():
     bad = headline.rm_block({"accuracy": 0.3, "num_pairs": 100, "length_baseline_accuracy": 0.6})
     assert bad.level == "bad"
     chance = headline.rm_block({"accuracy": 0.8, "num_pairs": 100})
-    assert chance.level == "good" and "than chance (0.500): its accuracy's 95% interval [0.711, 0.867]" in chance.verdict
+    assert chance.level == "good" and (
+        "than chance (0.500): its accuracy's 95% interval [0.711, 0.867]" in chance.verdict)
     biased = headline.rm_block(dict(good, accuracy_chosen_shorter=0.42))
     assert any("It prefers longer answers" in n and "0.420" in n for n in biased.notes)
     assert headline.rm_block({"accuracy": "?"}).level == "unknown"
@@ -101,7 +102,8 @@ def test_sft_headline_reads_the_held_out_loss():
     assert "data-key='eval/loss' data-step='10'>2.5<" in html and "data-key='eval/ppl' data-step='20'>5.75<" in html
     assert headline.training_block(series([{"step": 1, "eval/loss": 1.0}, {"step": 2, "eval/loss": 1.2}]),
                                    "sft").level == "bad"
-    only_train = headline.training_block(series([{"step": 1, "train/loss": 2.0}, {"step": 2, "train/loss": 1.0}]), "sft")
+    only_train = headline.training_block(
+        series([{"step": 1, "train/loss": 2.0}, {"step": 2, "train/loss": 1.0}]), "sft")
     assert only_train.level == "neutral" and "says nothing about generalisation" in only_train.verdict
     assert headline.training_block({}, "sft").level == "unknown"
 

@@ -162,7 +162,8 @@ def test_report_is_self_contained_and_escapes_data(tmp_path):
 def test_no_cell_holds_a_python_repr(tmp_path):
     stats = {"lengths": {"chosen": {"chars": {"count": 104, "min": 17, "mean": 63.17307692307692, "median": 60.0,
                                               "p90": 89.39999999999998, "max": 140}}},
-             "nested": [{"a": [{"b": 1}], "c": {"d": [1, 2]}}], "empty": [], "deep": {"a": {"b": {"c": {"d": {"e": 1}}}}}}
+             "nested": [{"a": [{"b": 1}], "c": {"d": [1, 2]}}], "empty": [],
+             "deep": {"a": {"b": {"c": {"d": {"e": 1}}}}}}
     cfg = "loss: sigmoid\nlora:\n  enabled: true\n  target_modules: [q_proj, v_proj]\nheads: [{name: a}]\n"
     evals = dict(FULL_EVALS, extra={"rows": [{"x": {"y": [{"z": 1}]}}], "mapping": {"k": {"v": [1, {"w": 2}]}}})
     page = render(make_run(tmp_path / "r", dpo_rows(n=8), evals=evals, config=cfg, data_stats=stats))
@@ -176,7 +177,8 @@ def test_missing_pieces_say_not_available(tmp_path):
     only_metrics = render(make_run(tmp_path / "m", [{"step": 1, "train/loss": 1.0}], run_info=None, config=None))
     for sid, why in [("config", "no config.yaml"), ("rm-eval", "no eval/rm.json"), ("win-rate", "no eval/policy.json"),
                      ("answers", "no eval/policy.json"), ("regressions", "no eval/regress.json"),
-                     ("guards", "no eval/guards.json"), ("rewards", "no eval/rm.json"), ("calibration", "no eval/rm.json"),
+                     ("guards", "no eval/guards.json"), ("rewards", "no eval/rm.json"),
+                     ("calibration", "no eval/rm.json"),
                      ("length-bias", "no length statistics"), ("data", "no data_stats.json")]:
         assert f"not available: {why}" in section_of(only_metrics, sid)
     assert "run.json is missing" in section_of(only_metrics, "provenance")

@@ -22,7 +22,8 @@ def test_tools_execute():
     assert execute("calculator", {"expression": "1 / 0"}).startswith("error:")
     assert convert(3.5, "km", "m") == 3500.0 and execute("convert_units", {"value": 2, "from_unit": "lb",
                                                                            "to_unit": "kg"}) == "0.9072"
-    assert execute("convert_units", {"value": 1, "from_unit": "kg", "to_unit": "m"}) == "error: cannot convert mass to length"
+    assert execute("convert_units", {"value": 1, "from_unit": "kg", "to_unit": "m"}) == (
+        "error: cannot convert mass to length")
     assert execute("lookup", {"country": "arvenia", "field": "capital"}) == "Tolsk"
     assert execute("lookup", {"country": "Atlantis", "field": "capital"}).startswith("error:")
     for doc, question, answer in QUESTIONS:  # every question's query finds its document, which holds the answer
@@ -30,8 +31,8 @@ def test_tools_execute():
         assert answer in execute("search_docs", {"query": question})
 
 
-ARITH = AgentTask("arithmetic", "What is 12 * 3 + 4?", [{"name": "calculator", "arguments": {"expression": "12 * 3 + 4"}}],
-                  "40", True)
+ARITH = AgentTask("arithmetic", "What is 12 * 3 + 4?",
+                  [{"name": "calculator", "arguments": {"expression": "12 * 3 + 4"}}], "40", True)
 NO_TOOL = AgentTask("no_tool", "Write the word 'river' backwards.", [], "revir", False)
 USER = [{"role": "user", "content": ARITH.prompt}]
 
@@ -60,10 +61,12 @@ def test_gold_of_hand_written_trajectories():
     # right by luck, without the tool: the 40 comes from nowhere (not grounded), the tool was not chosen
     guess = USER + [answer("The answer is 40.")]
     assert _scores(score_trajectory(ARITH, guess)) == {"tool_choice": 0.0, "arguments": None, "answer": 1.0,
-                                                       "grounded": 0.0, "efficiency": 1.0, "stopping": 1.0, "total": 0.6}
+                                                       "grounded": 0.0, "efficiency": 1.0, "stopping": 1.0,
+                                                       "total": 0.6}
     wrong = USER + [call("c1", "12 + 3 + 4"), result("c1", "19"), answer("The answer is 19.")]
     assert _scores(score_trajectory(ARITH, wrong)) == {"tool_choice": 1.0, "arguments": 0.5, "answer": 0.0,
-                                                       "grounded": 1.0, "efficiency": 1.0, "stopping": 1.0, "total": 0.75}
+                                                       "grounded": 1.0, "efficiency": 1.0, "stopping": 1.0,
+                                                       "total": 0.75}
     repeat = good[:3] + [call("c2", "12 * 3 + 4"), result("c2", "40"), answer("The answer is 40.")]
     assert _scores(score_trajectory(ARITH, repeat)) == {"tool_choice": 0.5, "arguments": 1.0, "answer": 1.0,
                                                         "grounded": 1.0, "efficiency": 0.5, "stopping": 0.0,
@@ -78,7 +81,8 @@ def test_gold_of_hand_written_trajectories():
     assert score_trajectory(ARITH, fabricated)["grounded"] == 0.0
     # the prompt's own number is grounded but is not the answer (a misused result)
     misused = good[:3] + [answer("The answer is 12.")]
-    assert _scores(score_trajectory(ARITH, misused))["answer"] == 0.0 and score_trajectory(ARITH, misused)["grounded"] == 1.0
+    assert (_scores(score_trajectory(ARITH, misused))["answer"] == 0.0
+            and score_trajectory(ARITH, misused)["grounded"] == 1.0)
     assert len(score_trajectory(ARITH, retry)["steps"]) == 3
 
 
@@ -87,7 +91,8 @@ def test_gold_of_a_no_tool_task():
     assert score_trajectory(NO_TOOL, user + [answer("revir")])["total"] == 1.0
     extra = user + [call("c1", NO_TOOL.prompt, "search_docs", "query"), result("c1", "[doc-1] ..."), answer("revir")]
     assert _scores(score_trajectory(NO_TOOL, extra)) == {"tool_choice": 0.0, "arguments": None, "answer": 1.0,
-                                                         "grounded": 1.0, "efficiency": 0.5, "stopping": 0.0, "total": 0.5}
+                                                         "grounded": 1.0, "efficiency": 0.5, "stopping": 0.0,
+                                                         "total": 0.5}
 
 
 def test_gold_per_step():

@@ -187,8 +187,10 @@ def task_pairs(task: AgentTask, rng: random.Random) -> list[_Pair]:
 
 def score_pair(task: AgentTask, pair: _Pair) -> tuple[dict, dict]:
     if pair.level == "step":
-        return (gold.score_step(task, pair.prompt, pair.chosen[0]), gold.score_step(task, pair.prompt, pair.rejected[0]))
-    return (gold.score_trajectory(task, pair.prompt + pair.chosen), gold.score_trajectory(task, pair.prompt + pair.rejected))
+        return (gold.score_step(task, pair.prompt, pair.chosen[0]),
+                gold.score_step(task, pair.prompt, pair.rejected[0]))
+    return (gold.score_trajectory(task, pair.prompt + pair.chosen),
+            gold.score_trajectory(task, pair.prompt + pair.rejected))
 
 
 def generate_agent_world(num_tasks: int = 500, num_test_tasks: int = 100, seed: int = 0) -> dict:
@@ -222,7 +224,8 @@ def generate_agent_world(num_tasks: int = 500, num_test_tasks: int = 100, seed: 
                "categories": _counts(r.category for r in out["train"]),
                "mean_margin": round(sum(r.margin for r in out["train"]) / max(1, len(out["train"])), 4)}
     return {"train": out["train"], "test": out["test"], "summary": summary,
-            "tasks_test": [{"id": f"world-agent-test-task-{seed}-{i}", "prompt": [{"role": "user", "content": t.prompt}],
+            "tasks_test": [{"id": f"world-agent-test-task-{seed}-{i}",
+                            "prompt": [{"role": "user", "content": t.prompt}],
                             "tools": TOOLS, "category": t.category, "task": t.to_dict()}
                            for i, t in enumerate(out["tasks_test"])]}
 
