@@ -2,9 +2,8 @@
 
 Each converter returns `(rows, notes)`: the rows are plain dicts in the record format of
 preftune.data.records (README.md, "The data format"; validated afterwards by `preftune.data.convert`),
-the notes name anything of the input row that produced no output (e.g. two tied completions of a rated row), \
-so nothing is dropped
-silently. A row that cannot be used at all raises `SkipRow` with the reason.
+the notes name anything of the input row that produced no output (two tied completions of a rated row, say),
+so nothing is dropped silently. A row that cannot be used at all raises `SkipRow` with the reason.
 
 Messages of every format are normalised to `{"role", "content"}` with the roles of records.ROLES (plus the
 tool-call keys of data/agent.py, via data/formats_agent.py)."""
