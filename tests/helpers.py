@@ -85,3 +85,24 @@ def constant_reward(prompts, completions, **columns):
 def vowel_reward(prompts, completions, **columns):
     """Share of the completion's characters that are vowels (None for an empty completion: skipped)."""
     return [sum(ch in "aeiou" for ch in c) / len(c) if c else None for c in completions]
+
+
+# ------------------------------------------------------------------ a stub OpenAI-compatible judge
+
+def judged_responses(text: str) -> tuple[str, str]:
+    """(Response A, Response B) of a judge prompt (eval.judges.JUDGE_PROMPT's layout)."""
+    import re
+
+    first = re.search(r"\[Response A\]\n(.*?)\n\n\[Response B\]", text, re.DOTALL).group(1)
+    second = re.search(r"\[Response B\]\n(.*?)\n\nAnswer", text, re.DOTALL).group(1)
+    return first, second
+
+
+def answer_chat(handler, content: str) -> None:
+    """Answer a BaseHTTPRequestHandler's request as an OpenAI chat completion whose message is `content`."""
+    data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

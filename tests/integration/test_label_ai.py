@@ -9,6 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from helpers import answer_chat, judged_responses
 from label_support import pair_rows, write_jsonl
 
 from preftune.cli import main
@@ -26,16 +27,10 @@ class _Judge(BaseHTTPRequestHandler):
         type(self).calls += 1
         m = re.search(r"Principle: (\w+)", text)
         rule = m.group(1) if m else type(self).overall
-        first = re.search(r"\[Response A\]\n(.*?)\n\n\[Response B\]", text, re.DOTALL).group(1)
-        second = re.search(r"\[Response B\]\n(.*?)\n\nAnswer", text, re.DOTALL).group(1)
+        first, second = judged_responses(text)
         longer = "A" if len(first) > len(second) else "B"
         verdict = {"LONG": longer, "SHORT": "B" if longer == "A" else "A", "POS": "A", "SAME": "T"}[rule]
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_chat(self, verdict)
 
     def log_message(self, *args):
         pass

@@ -12,6 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import answer_chat
 
 from preftune.eval import judges as J
 
@@ -36,11 +37,7 @@ class _Server:
                 step = outer.script[min(len(outer.seen) - 1, len(outer.script) - 1)]
                 kind = step[0]
                 if kind == "ok":
-                    data = _verdict_body(step[1])
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    answer_chat(self, step[1])
                 elif kind == "status":
                     self.send_response(step[1])
                     self.send_header("Content-Length", "0")

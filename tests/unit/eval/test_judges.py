@@ -2,13 +2,13 @@
 against a local OpenAI-compatible stub server (consistent and position-biased)."""
 
 import json
-import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
 import numpy as np
 import pytest
+from helpers import answer_chat, judged_responses
 
 from preftune.eval import judges as J
 
@@ -61,18 +61,12 @@ class _Stub(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append((self.path, self.headers.get("Authorization"), body))
         text = body["messages"][0]["content"]
-        first = re.search(r"\[Response A\]\n(.*?)\n\n\[Response B\]", text, re.DOTALL).group(1)
-        second = re.search(r"\[Response B\]\n(.*?)\n\nAnswer", text, re.DOTALL).group(1)
+        first, second = judged_responses(text)
         if type(self).mode == "A":
             verdict = "A"
         else:
             verdict = "A" if len(first) > len(second) else "B" if len(second) > len(first) else "T"
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_chat(self, verdict)
 
     def log_message(self, *args):
         pass
